@@ -1,0 +1,521 @@
+"""Graph convexity of labelled point clouds (Tětková et al.; the paper's §2.1 and Alg. A.1; SPEC §4.1).
+
+Definition
+----------
+All points of one layer form a single graph: each point is joined to its ``n_neighbors`` nearest neighbours,
+the relation is symmetrised by union (an undirected, non-mutual kNN graph) and each edge is weighted by the
+distance of its end points. For a class A and an ordered pair x != y of its points, take the shortest weighted
+path P = (v0 = x, ..., vn = y) and score it
+
+* no path (x and y in different connected components): 0;
+* a direct edge (n = 1): 1;
+* otherwise the share of the *interior* vertices v1..v(n-1) that lie in A.
+
+Up to ``max_paths`` ordered pairs are drawn per class without replacement (all of them when there are fewer).
+A class's score is the mean of its pair scores; the layer's score is the mean over classes (the paper's
+number). The mean over all pooled paths is reported too (``nnconvexity``'s number); the two agree when every
+class contributes the same number of paths.
+
+Duplicates
+----------
+The reference code takes the ``k + 1`` nearest points of each point (itself included) and keeps only those at
+distance > 0. Exact duplicates of a point therefore take up neighbour slots and are never joined to it. That
+is the default here (``duplicates="drop"``). ``duplicates="connect"`` instead joins each point to its ``k``
+nearest *other* points, duplicates included, with zero-weight edges.
+
+Implementation
+--------------
+The kNN graph is found block by block (never a dense N x N matrix) and kept sparse. Shortest paths run once per
+distinct source point with :func:`scipy.sparse.csgraph.dijkstra` and a distance ``limit``: Dijkstra settles
+vertices in order of distance, so a search limited to the distance of the farthest same-class target does the
+same work as one stopped once every target is settled. The limit starts at a multiple of the largest direct
+distance to a target and grows until every target is reached; pairs in different connected components are
+known unreachable beforehand. Path scores are read from the predecessor arrays, vectorised over targets.
+Large problems are split over processes (``n_jobs``).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Hashable, Literal, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components, dijkstra
+
+from .alignment import check_finite
+
+Metric = Literal["euclidean", "cosine"]
+Duplicates = Literal["drop", "connect"]
+
+__all__ = ["ConvexityResult", "knn_graph", "graph_convexity", "encode_labels", "sample_pairs"]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# labels and pairs
+# --------------------------------------------------------------------------------------------------------------
+
+
+def encode_labels(labels: Sequence[Hashable] | np.ndarray) -> tuple[np.ndarray, list]:
+    """Map arbitrary hashable labels to integer codes 0..C-1.
+
+    Classes are ordered by sorted label value when the labels are sortable, else by first appearance.
+
+    Parameters
+    ----------
+    labels : sequence of length n
+
+    Returns
+    -------
+    codes : ndarray of shape (n,), int64
+    classes : list of length C, the label of each code
+    """
+    arr = np.asarray(labels, dtype=object) if not isinstance(labels, np.ndarray) else labels
+    if arr.ndim != 1:
+        raise ValueError(f"labels must be 1-d, got shape {arr.shape}")
+    try:
+        classes, codes = np.unique(arr, return_inverse=True)
+        return codes.ravel().astype(np.int64), classes.tolist()
+    except TypeError:
+        order: dict = {}
+        codes = np.array([order.setdefault(v, len(order)) for v in arr.tolist()], dtype=np.int64)
+        return codes, list(order)
+
+
+def sample_pairs(n: int, max_paths: int, rng: np.random.Generator) -> np.ndarray:
+    """Draw up to ``max_paths`` distinct ordered pairs (i, j), i != j, from ``n`` items without replacement.
+
+    Parameters
+    ----------
+    n : int
+        Number of items (>= 2).
+    max_paths : int
+    rng : numpy Generator
+
+    Returns
+    -------
+    ndarray of shape (m, 2), int64, with m = min(max_paths, n (n - 1)). All pairs, in enumeration order, when
+    ``max_paths >= n (n - 1)``.
+    """
+    total = n * (n - 1)
+    if max_paths >= total:
+        q = np.arange(total, dtype=np.int64)
+    else:
+        q = np.sort(rng.choice(total, size=max_paths, replace=False)).astype(np.int64)
+    i = q // (n - 1)
+    r = q % (n - 1)
+    j = np.where(r < i, r, r + 1)
+    return np.column_stack([i, j])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# kNN graph
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _prepare(X: np.ndarray, metric: Metric) -> np.ndarray:
+    if metric == "euclidean":
+        return X
+    if metric == "cosine":
+        norms = np.linalg.norm(X, axis=1)
+        zero = np.nonzero(norms == 0)[0]
+        if len(zero):
+            raise ValueError(f"cosine distance is undefined for zero vectors; rows {zero[:5].tolist()} are zero")
+        return X / norms[:, None]
+    raise ValueError(f"metric must be 'euclidean' or 'cosine', got {metric!r}")
+
+
+def _exact_distances(Y: np.ndarray, rows: np.ndarray, cand: np.ndarray, metric: Metric) -> np.ndarray:
+    """Distances between ``Y[rows[i]]`` and ``Y[cand[i, j]]``, computed directly in float64, shape cand.shape."""
+    diff = Y[cand] - Y[rows][:, None, :]
+    d = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
+    if metric == "cosine":
+        d = 0.5 * d * d  # 1 - cos(u, v) for unit vectors u, v
+    return d
+
+
+def knn_graph(
+    X: np.ndarray,
+    n_neighbors: int = 10,
+    *,
+    metric: Metric = "euclidean",
+    duplicates: Duplicates = "drop",
+    block_size: int = 1024,
+) -> sp.csr_matrix:
+    """Union-symmetrised kNN graph with distance weights, as a sparse matrix.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+    n_neighbors : int
+        k; must be smaller than n.
+    metric : {"euclidean", "cosine"}
+        Edge weight: Euclidean distance or cosine distance 1 - cos.
+    duplicates : {"drop", "connect"}
+        See the module docstring.
+    block_size : int
+        Rows per block when searching neighbours (memory ~ block_size x n floats).
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix of shape (n, n)
+        Symmetric; entry (i, j) is the distance when i and j are joined. With ``duplicates="connect"`` edges
+        between duplicates are stored as explicit zeros.
+    """
+    X = check_finite(X)
+    n = X.shape[0]
+    if not isinstance(n_neighbors, (int, np.integer)) or n_neighbors < 1:
+        raise ValueError(f"n_neighbors must be a positive integer, got {n_neighbors!r}")
+    if n_neighbors >= n:
+        raise ValueError(f"n_neighbors ({n_neighbors}) must be smaller than the number of points ({n})")
+    if duplicates not in ("drop", "connect"):
+        raise ValueError(f"duplicates must be 'drop' or 'connect', got {duplicates!r}")
+    Y = _prepare(X.astype(np.float64, copy=False), metric)
+    Yf = Y.astype(np.float32)
+    sq = np.einsum("ij,ij->i", Yf, Yf)
+    k_take = n_neighbors + 1 if duplicates == "drop" else n_neighbors
+    n_cand = min(n, k_take + 16)  # candidates from the fast float32 search, re-ranked exactly
+    rows_out, cols_out, vals_out = [], [], []
+    for start in range(0, n, block_size):
+        rows = np.arange(start, min(start + block_size, n))
+        approx = sq[rows, None] + sq[None, :] - 2.0 * (Yf[rows] @ Yf.T)
+        if duplicates == "connect":
+            approx[np.arange(len(rows)), rows] = np.inf  # never yourself
+        if n_cand < n:
+            cand = np.argpartition(approx, n_cand - 1, axis=1)[:, :n_cand]
+        else:
+            cand = np.broadcast_to(np.arange(n), (len(rows), n)).copy()
+        exact = _exact_distances(Y, rows, cand, metric)
+        if duplicates == "connect":
+            exact[cand == rows[:, None]] = np.inf
+        # order by (distance, index): ties resolved by the lower index, as pandas' nsmallest(keep="first")
+        order = np.lexsort((cand, exact), axis=1)[:, :k_take]
+        nb = np.take_along_axis(cand, order, axis=1)
+        dist = np.take_along_axis(exact, order, axis=1)
+        keep = dist > 0 if duplicates == "drop" else np.isfinite(dist)
+        r = np.broadcast_to(rows[:, None], nb.shape)
+        rows_out.append(r[keep])
+        cols_out.append(nb[keep])
+        vals_out.append(dist[keep])
+    r = np.concatenate(rows_out)
+    c = np.concatenate(cols_out)
+    v = np.concatenate(vals_out)
+    # union symmetrisation: an edge exists if either end lists the other; both directions carry d(i, j)
+    rr = np.concatenate([r, c])
+    cc = np.concatenate([c, r])
+    vv = np.concatenate([v, v])
+    key = rr * n + cc
+    _, first = np.unique(key, return_index=True)
+    A = sp.csr_matrix((vv[first], (rr[first], cc[first])), shape=(n, n))
+    A.sort_indices()
+    return A
+
+
+# --------------------------------------------------------------------------------------------------------------
+# shortest paths
+# --------------------------------------------------------------------------------------------------------------
+
+_GRAPH: dict = {}
+
+
+def _score_source(
+    graph: sp.csr_matrix,
+    Y: np.ndarray,
+    codes: np.ndarray,
+    metric: Metric,
+    source: int,
+    targets: np.ndarray,
+    start_factor: float = 1.25,
+) -> np.ndarray:
+    """Scores of the shortest paths from ``source`` to each of ``targets`` (all reachable), shape (len(targets),)."""
+    direct = _exact_distances(Y, np.array([source]), targets[None, :], metric)[0]
+    limit = max(float(direct.max()) * start_factor, 1e-12)
+    while True:
+        dist, pred = dijkstra(graph, indices=source, return_predecessors=True, limit=limit)
+        if np.isfinite(dist[targets]).all():
+            break
+        limit *= 2.0
+    cls = codes[source]
+    cur = targets.copy()
+    interior = np.zeros(len(targets), dtype=np.int64)
+    inside = np.zeros(len(targets), dtype=np.int64)
+    while True:
+        p = pred[cur]
+        active = p != source
+        if not active.any():
+            break
+        step = p[active]
+        interior[active] += 1
+        inside[active] += codes[step] == cls
+        cur[active] = step
+    return np.where(interior == 0, 1.0, inside / np.maximum(interior, 1))
+
+
+def _score_chunk(chunk: list[tuple[int, np.ndarray]]) -> list[np.ndarray]:
+    g = _GRAPH
+    return [_score_source(g["graph"], g["Y"], g["codes"], g["metric"], s, t) for s, t in chunk]
+
+
+def _score_all(
+    graph: sp.csr_matrix,
+    Y: np.ndarray,
+    codes: np.ndarray,
+    metric: Metric,
+    jobs: list[tuple[int, np.ndarray]],
+    n_jobs: int,
+    progress: bool,
+) -> list[np.ndarray]:
+    """Path scores for every (source, targets) job, in job order; parallel over processes when worthwhile."""
+    from tqdm.auto import tqdm
+
+    workers = (os.cpu_count() or 1) if n_jobs in (-1, None) else max(1, int(n_jobs))
+    can_fork = "fork" in mp.get_all_start_methods()
+    n_chunks = max(1, min(len(jobs) // 200, 64 * workers))
+    bar = tqdm(total=len(jobs), desc="shortest paths", unit="src", disable=not progress, leave=False)
+    _GRAPH.update(graph=graph, Y=Y, codes=codes, metric=metric)
+    try:
+        if workers == 1 or not can_fork or len(jobs) < 2000:
+            out = []
+            for job in jobs:
+                out.append(_score_chunk([job])[0])
+                bar.update(1)
+            return out
+        bounds = np.linspace(0, len(jobs), n_chunks + 1).astype(int)
+        chunks = [jobs[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        out = []
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork")) as ex:
+            for res in ex.map(_score_chunk, chunks):
+                out.extend(res)
+                bar.update(len(res))
+        return out
+    finally:
+        _GRAPH.clear()
+        bar.close()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# result and main entry
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConvexityResult:
+    """Graph convexity of one representation.
+
+    Attributes
+    ----------
+    score : float
+        Mean of the class scores, in percent (the paper's layer score).
+    pooled_score : float
+        Mean over all sampled paths of all classes, in percent.
+    class_scores : dict
+        label -> class score in percent.
+    path_scores : dict
+        label -> ndarray of shape (m_c,), the score in [0, 1] of each sampled path, in sampling order. With the
+        same data size, labels and seed, two representations sample the same pairs, so these are paired.
+    pairs : dict
+        label -> ndarray of shape (m_c, 2), the sampled (source, target) point indices.
+    n_paths : dict
+        label -> number of sampled paths.
+    n_points : dict
+        label -> number of points in the class.
+    sem_points : dict
+        label -> std of path scores (ddof=1) / sqrt(points in class), percent (the reference code's SEM).
+    sem_paths : dict
+        label -> std of path scores (ddof=1) / sqrt(sampled paths), percent.
+    sem : float
+        Standard error of ``score`` treating paths as independent: sqrt(sum_c sem_paths_c^2) / C, percent.
+    unreachable_fraction : float
+        Share of sampled pairs (all classes) whose points lie in different connected components (scored 0).
+    unreachable : dict
+        label -> number of unreachable sampled pairs.
+    skipped_classes : list
+        Labels with fewer than 2 points, not scored.
+    baseline_score : float or None
+        Score of the same graph with the labels randomly permuted (seeded), when requested.
+    settings : dict
+    """
+
+    score: float
+    pooled_score: float
+    class_scores: dict
+    path_scores: dict
+    pairs: dict
+    n_paths: dict
+    n_points: dict
+    sem_points: dict
+    sem_paths: dict
+    sem: float
+    unreachable_fraction: float
+    unreachable: dict
+    skipped_classes: list
+    baseline_score: float | None = None
+    settings: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """One line: score, SEM, classes, paths, unreachable share and baseline."""
+        base = "" if self.baseline_score is None else f", permuted-label baseline {self.baseline_score:.2f}%"
+        return (
+            f"graph convexity {self.score:.2f}% (SEM {self.sem:.2f}, pooled {self.pooled_score:.2f}%) over "
+            f"{len(self.class_scores)} classes, {sum(self.n_paths.values())} paths, "
+            f"{100 * self.unreachable_fraction:.2f}% unreachable{base}"
+        )
+
+
+def _convexity_of_codes(
+    graph: sp.csr_matrix,
+    Y: np.ndarray,
+    codes: np.ndarray,
+    comp: np.ndarray,
+    metric: Metric,
+    max_paths: int,
+    seed: int,
+    n_jobs: int,
+    progress: bool,
+) -> tuple[dict, dict, dict]:
+    """Sampled pairs, path scores and unreachable counts per class code (classes with >= 2 points)."""
+    members = {c: np.nonzero(codes == c)[0] for c in np.unique(codes)}
+    pairs: dict[int, np.ndarray] = {}
+    for c, idx in members.items():
+        if len(idx) < 2:
+            continue
+        rng = np.random.default_rng([seed, int(c)])
+        local = sample_pairs(len(idx), max_paths, rng)
+        pairs[c] = idx[local]
+    # group reachable targets by source point
+    all_pairs = np.concatenate(list(pairs.values())) if pairs else np.zeros((0, 2), np.int64)
+    reach = comp[all_pairs[:, 0]] == comp[all_pairs[:, 1]]
+    src = all_pairs[reach, 0]
+    dst = all_pairs[reach, 1]
+    order = np.lexsort((dst, src))
+    src, dst = src[order], dst[order]
+    uniq, starts = np.unique(src, return_index=True)
+    ends = np.append(starts[1:], len(src))
+    jobs = [(int(s), np.unique(dst[a:b])) for s, a, b in zip(uniq, starts, ends)]
+    results = _score_all(graph, Y, codes, metric, jobs, n_jobs, progress)
+    lookup: dict[int, dict[int, float]] = {}
+    for (s, t), r in zip(jobs, results):
+        lookup[s] = dict(zip(t.tolist(), r.tolist()))
+    scores: dict[int, np.ndarray] = {}
+    unreachable: dict[int, int] = {}
+    for c, pr in pairs.items():
+        ok = comp[pr[:, 0]] == comp[pr[:, 1]]
+        scores[c] = np.array(
+            [lookup[a][b] if o else 0.0 for (a, b), o in zip(pr.tolist(), ok.tolist())], dtype=np.float64
+        )
+        unreachable[c] = int((~ok).sum())
+    return pairs, scores, unreachable
+
+
+def graph_convexity(
+    X: np.ndarray,
+    labels: Sequence[Hashable] | np.ndarray,
+    *,
+    n_neighbors: int = 10,
+    max_paths: int = 5000,
+    metric: Metric = "euclidean",
+    seed: int = 42,
+    duplicates: Duplicates = "drop",
+    baseline: bool = False,
+    n_jobs: int = -1,
+    progress: bool = False,
+) -> ConvexityResult:
+    """Graph convexity of the classes of ``labels`` in the representation ``X`` (SPEC §4.1).
+
+    Parameters
+    ----------
+    X : array_like of shape (n, d)
+        One representation per point; NaN/inf raise.
+    labels : sequence of length n
+        Any hashable values (strings, non-contiguous integers). Classes with fewer than 2 points are skipped
+        and listed in the result; at least 2 classes must remain.
+    n_neighbors : int
+        k of the kNN graph (the paper: 10).
+    max_paths : int
+        Ordered same-class pairs sampled per class without replacement (the paper: 5000).
+    metric : {"euclidean", "cosine"}
+        Distance for neighbours and edge weights (the paper: Euclidean; cosine is the App. A.3 variant).
+    seed : int
+        Seed of the pair sampling (and of the label permutation of the baseline). Same inputs and seed give
+        identical numbers.
+    duplicates : {"drop", "connect"}
+        How exact duplicate points are treated (see the module docstring); "drop" matches the reference code.
+    baseline : bool
+        Also score the same graph with the labels permuted at random (seeded): the chance level of the score.
+    n_jobs : int
+        Processes for the shortest-path searches (-1: all cores). Small problems always run in-process.
+    progress : bool
+        Show a progress bar over source points.
+
+    Returns
+    -------
+    ConvexityResult
+    """
+    X = check_finite(X)
+    n = X.shape[0]
+    lab = np.asarray(labels, dtype=object) if not isinstance(labels, np.ndarray) else labels
+    if lab.ndim != 1 or len(lab) != n:
+        raise ValueError(f"labels must be 1-d with one label per row of X ({n}), got shape {np.shape(lab)}")
+    if not isinstance(max_paths, (int, np.integer)) or max_paths < 1:
+        raise ValueError(f"max_paths must be a positive integer, got {max_paths!r}")
+    codes, classes = encode_labels(lab)
+    counts = np.bincount(codes, minlength=len(classes))
+    skipped = [classes[c] for c in range(len(classes)) if counts[c] < 2]
+    if (counts >= 2).sum() < 2:
+        raise ValueError(
+            f"graph convexity needs at least two classes with 2 or more points; got {int((counts >= 2).sum())} "
+            f"(class sizes: {dict(zip(map(str, classes), counts.tolist()))})"
+        )
+    graph = knn_graph(X, n_neighbors, metric=metric, duplicates=duplicates)
+    Y = _prepare(X.astype(np.float64, copy=False), metric)
+    _, comp = connected_components(graph, directed=False)
+
+    pairs, scores, unreach = _convexity_of_codes(graph, Y, codes, comp, metric, max_paths, seed, n_jobs, progress)
+    label_of = {c: classes[c] for c in pairs}
+    class_scores = {label_of[c]: 100.0 * float(s.mean()) for c, s in scores.items()}
+    n_paths = {label_of[c]: int(len(s)) for c, s in scores.items()}
+
+    def _sd(s: np.ndarray) -> float:
+        return float(s.std(ddof=1)) if len(s) > 1 else 0.0
+
+    sem_points = {label_of[c]: 100.0 * _sd(s) / np.sqrt(counts[c]) for c, s in scores.items()}
+    sem_paths = {label_of[c]: 100.0 * _sd(s) / np.sqrt(len(s)) for c, s in scores.items()}
+    pooled = np.concatenate(list(scores.values()))
+    n_total = sum(n_paths.values())
+
+    baseline_score = None
+    if baseline:
+        perm = np.random.default_rng([seed, 7919]).permutation(n)
+        _, b_scores, _ = _convexity_of_codes(
+            graph, Y, codes[perm], comp, metric, max_paths, seed, n_jobs, progress
+        )
+        baseline_score = 100.0 * float(np.mean([s.mean() for s in b_scores.values()]))
+
+    return ConvexityResult(
+        score=float(np.mean(list(class_scores.values()))),
+        pooled_score=100.0 * float(pooled.mean()),
+        class_scores=class_scores,
+        path_scores={label_of[c]: s for c, s in scores.items()},
+        pairs={label_of[c]: p for c, p in pairs.items()},
+        n_paths=n_paths,
+        n_points={label_of[c]: int(counts[c]) for c in pairs},
+        sem_points=sem_points,
+        sem_paths=sem_paths,
+        sem=float(np.sqrt(sum(v * v for v in sem_paths.values())) / len(sem_paths)),
+        unreachable_fraction=float(sum(unreach.values()) / n_total),
+        unreachable={label_of[c]: u for c, u in unreach.items()},
+        skipped_classes=skipped,
+        baseline_score=baseline_score,
+        settings={
+            "n_neighbors": int(n_neighbors),
+            "max_paths": int(max_paths),
+            "metric": metric,
+            "seed": int(seed),
+            "duplicates": duplicates,
+            "n_points": int(n),
+            "n_classes": len(class_scores),
+        },
+    )

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The main job: set up (or reuse) .venv, then execute every notebook with the default (offline) profile and
+# write all figures and tables to figures/<profile>/. Extra arguments go to the runner, e.g.
+#   bash scripts/run.sh --profile tiny
+#   bash scripts/run.sh --profile paper --data-root /data/things --device cuda
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+if [ -z "${CONVEXLIB_DATA:-}" ] && [ -d ../shared/data ]; then
+  export CONVEXLIB_DATA="$(cd ../shared/data && pwd)"
+fi
+export MPLBACKEND=Agg
+exec .venv/bin/python -m convexlib.runner "$@"
