@@ -224,20 +224,32 @@ _GRAPH: dict = {}
 def _score_source(
     graph: sp.csr_matrix,
     Y: np.ndarray,
+    sq: np.ndarray,
     codes: np.ndarray,
     metric: Metric,
     source: int,
     targets: np.ndarray,
-    start_factor: float = 1.25,
-) -> np.ndarray:
-    """Scores of the shortest paths from ``source`` to each of ``targets`` (all reachable), shape (len(targets),)."""
-    direct = _exact_distances(Y, np.array([source]), targets[None, :], metric)[0]
-    limit = max(float(direct.max()) * start_factor, 1e-12)
-    while True:
-        dist, pred = dijkstra(graph, indices=source, return_predecessors=True, limit=limit)
-        if np.isfinite(dist[targets]).all():
-            break
-        limit *= 2.0
+    factor: float,
+) -> tuple[np.ndarray, float]:
+    """Scores of the shortest paths from ``source`` to each of ``targets`` (all reachable).
+
+    The search is limited to ``factor`` times the largest direct distance to a target; if a target lies
+    beyond, it is repeated without a limit.
+
+    Returns
+    -------
+    scores : ndarray of shape (len(targets),), in [0, 1]
+    ratio : float
+        Largest path length to a target over the largest direct distance (to tune ``factor``).
+    """
+    d2 = np.maximum(sq[targets] + sq[source] - 2.0 * (Y[targets] @ Y[source]), 0.0)
+    direct = float(d2.max()) if metric == "cosine" else float(np.sqrt(d2.max()))
+    if metric == "cosine":
+        direct *= 0.5
+    direct = max(direct, 1e-12)
+    dist, pred = dijkstra(graph, indices=source, return_predecessors=True, limit=direct * factor)
+    if not np.isfinite(dist[targets]).all():
+        dist, pred = dijkstra(graph, indices=source, return_predecessors=True)
     cls = codes[source]
     cur = targets.copy()
     interior = np.zeros(len(targets), dtype=np.int64)
@@ -251,12 +263,23 @@ def _score_source(
         interior[active] += 1
         inside[active] += codes[step] == cls
         cur[active] = step
-    return np.where(interior == 0, 1.0, inside / np.maximum(interior, 1))
+    scores = np.where(interior == 0, 1.0, inside / np.maximum(interior, 1))
+    return scores, float(dist[targets].max()) / direct
 
 
 def _score_chunk(chunk: list[tuple[int, np.ndarray]]) -> list[np.ndarray]:
+    """Score a list of (source, targets) jobs; the search limit adapts to the path/direct ratios seen so far."""
     g = _GRAPH
-    return [_score_source(g["graph"], g["Y"], g["codes"], g["metric"], s, t) for s, t in chunk]
+    ratios: list[float] = []
+    factor = 1.5
+    out = []
+    for s, t in chunk:
+        scores, ratio = _score_source(g["graph"], g["Y"], g["sq"], g["codes"], g["metric"], s, t, factor)
+        out.append(scores)
+        ratios.append(ratio)
+        if len(ratios) % 16 == 0:
+            factor = 1.05 * float(np.quantile(ratios[-256:], 0.9))
+    return out
 
 
 def _score_all(
@@ -275,13 +298,14 @@ def _score_all(
     can_fork = "fork" in mp.get_all_start_methods()
     n_chunks = max(1, min(len(jobs) // 200, 64 * workers))
     bar = tqdm(total=len(jobs), desc="shortest paths", unit="src", disable=not progress, leave=False)
-    _GRAPH.update(graph=graph, Y=Y, codes=codes, metric=metric)
+    _GRAPH.update(graph=graph, Y=Y, sq=np.einsum("ij,ij->i", Y, Y), codes=codes, metric=metric)
     try:
         if workers == 1 or not can_fork or len(jobs) < 2000:
             out = []
-            for job in jobs:
-                out.append(_score_chunk([job])[0])
-                bar.update(1)
+            step = max(1, len(jobs) // 100)
+            for a in range(0, len(jobs), step):
+                out.extend(_score_chunk(jobs[a : a + step]))
+                bar.update(min(step, len(jobs) - a))
             return out
         bounds = np.linspace(0, len(jobs), n_chunks + 1).astype(int)
         chunks = [jobs[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
