@@ -1,0 +1,244 @@
+"""Figures in the paper's style (SPEC §5.2): tab20 colours, circle markers, a normalised-depth x axis with
+First / Mid / Last ticks, dashed chance and ceiling lines.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+DEPTH_TICKS = ([0.0, 0.5, 1.0], ["First", "Mid", "Last"])
+
+# The paper's colour order (SPEC §5.2): per family four tab20 entries: base, base ft, large, large ft.
+PAPER_COLOURS = {
+    ("ViT", "pretrained", "base"): 0,
+    ("ViT", "finetuned", "base"): 1,
+    ("ViT", "pretrained", "large"): 2,
+    ("ViT", "finetuned", "large"): 3,
+    ("BEiT", "pretrained", "base"): 4,
+    ("BEiT", "finetuned", "base"): 5,
+    ("BEiT", "pretrained", "large"): 6,
+    ("BEiT", "finetuned", "large"): 7,
+    ("data2vec", "pretrained", "base"): 8,
+    ("data2vec", "finetuned", "base"): 9,
+    ("data2vec", "pretrained", "large"): 10,
+    ("data2vec", "finetuned", "large"): 11,
+}
+
+
+def colour_map(keys: Sequence) -> dict:
+    """tab20 colours for ``keys`` in order (paper models get the paper's colour; others follow in order)."""
+    cmap = plt.get_cmap("tab20")
+    out, used = {}, set()
+    for k in keys:
+        if isinstance(k, tuple) and k in PAPER_COLOURS:
+            out[k] = cmap(PAPER_COLOURS[k])
+            used.add(PAPER_COLOURS[k])
+    free = [i for i in list(range(0, 20, 2)) + list(range(1, 20, 2)) if i not in used]
+    for k in keys:
+        if k not in out:
+            out[k] = cmap(free.pop(0) if free else len(out) % 20)
+    return out
+
+
+def depth_axis(ax, label: str = "Layers") -> None:
+    """Normalised depth axis with First / Mid / Last ticks rotated by 45°."""
+    ax.set_xlim(-0.04, 1.04)
+    ax.set_xticks(*DEPTH_TICKS)
+    plt.setp(ax.get_xticklabels(), rotation=45)
+    ax.set_xlabel(label)
+
+
+def layer_curves(
+    ax,
+    wide: pd.DataFrame,
+    metric: str,
+    *,
+    group: str = "model",
+    colours: dict | None = None,
+    err: str | None = None,
+    hlines: Sequence[tuple[float, str]] = (),
+    ylabel: str = "",
+    title: str = "",
+    ylim: tuple[float, float] | None = None,
+    linestyle_by: str | None = None,
+) -> None:
+    """One line per ``group`` value of ``metric`` against normalised depth.
+
+    Parameters
+    ----------
+    ax : matplotlib Axes
+    wide : DataFrame with columns ``group``, ``depth`` and ``metric`` (and ``err`` for error bars).
+    hlines : (y, label) pairs drawn dashed (chance, ceiling, baseline).
+    linestyle_by : a column whose value "finetuned" draws a dashed line (pretrained solid).
+    """
+    keys = list(dict.fromkeys(wide[group].tolist()))
+    colours = colours or colour_map(keys)
+    for k in keys:
+        g = wide[wide[group] == k].sort_values("depth")
+        g = g[np.isfinite(g[metric].to_numpy(float))]
+        if g.empty:
+            continue
+        ls = "-"
+        if linestyle_by and (g[linestyle_by] == "finetuned").any():
+            ls = "--"
+        kw = dict(color=colours[k], marker="o", markersize=4, linewidth=1.5, linestyle=ls, label=str(k))
+        if err and err in g and g[err].notna().any():
+            ax.errorbar(g["depth"], g[metric], yerr=g[err], capsize=2, **kw)
+        else:
+            ax.plot(g["depth"], g[metric], **kw)
+    for y, lab in hlines:
+        ax.axhline(y, color="grey", linestyle="--", linewidth=1)
+        ax.annotate(lab, (1.0, y), xytext=(-2, 2), textcoords="offset points", ha="right", va="bottom",
+                    fontsize=7, color="grey")
+    depth_axis(ax)
+    if ylim:
+        ax.set_ylim(*ylim)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+
+
+def model_colours(tidy: pd.DataFrame) -> dict:
+    """Colour per model name: the paper's tab20 colour for paper models, the next free ones otherwise."""
+    fam = {"vit": "ViT", "beit": "BEiT", "data2vec": "data2vec"}
+    models = list(dict.fromkeys(tidy["model"].tolist()))
+    meta = tidy.drop_duplicates("model").set_index("model")
+    keys = []
+    for m in models:
+        r = meta.loc[m]
+        k = (fam.get(str(r["family"]), str(r["family"])), str(r["variant"]), str(r["size"]))
+        keys.append(k if k in PAPER_COLOURS else m)
+    cmap = colour_map(keys)
+    return {m: cmap[k] for m, k in zip(models, keys)}
+
+
+def fig2_panels(
+    tidy: pd.DataFrame,
+    *,
+    ceilings: dict[str, float] | None = None,
+    chance_oooa: float = 100 / 3,
+) -> "plt.Figure":
+    """Fig. 2a/2b-style panels: convexity per convexity set, OOOA per triplet set, one line per model.
+
+    Parameters
+    ----------
+    tidy : DataFrame from :func:`convexlib.experiments.layerwise`.
+    ceilings : triplet-set name -> noise ceiling in percent (dashed line).
+    chance_oooa : chance level of OOOA in percent.
+    """
+    colours = model_colours(tidy)
+    labels = tidy.drop_duplicates("model").set_index("model")["label"].to_dict()
+    conv_sets = list(dict.fromkeys(tidy.loc[tidy["metric"] == "convexity", "dataset"]))
+    oooa_sets = list(dict.fromkeys(tidy.loc[tidy["metric"] == "oooa", "dataset"]))
+    ncol = max(len(conv_sets), len(oooa_sets), 1)
+    fig, grid = plt.subplots(2, ncol, figsize=(4.4 * ncol, 7.6), squeeze=False)
+    for ax in list(grid[0, len(conv_sets):]) + list(grid[1, len(oooa_sets):]):
+        ax.axis("off")
+    axes = list(grid[0, : len(conv_sets)]) + list(grid[1, : len(oooa_sets)])
+    for ax, ds in zip(axes, conv_sets):
+        sub = tidy[tidy["dataset"] == ds].pivot_table(
+            index=["model", "depth", "group"], columns="metric", values="value").reset_index()
+        base = sub["convexity_baseline"].mean() if "convexity_baseline" in sub else np.nan
+        hl = [(float(base), f"permuted labels ({base:.1f}%)")] if np.isfinite(base) else []
+        layer_curves(ax, sub, "convexity", colours=colours, err="convexity_sem", hlines=hl,
+                     ylabel="Convexity [%]", title=f"Graph convexity: {ds}", ylim=(0, 100), linestyle_by="group")
+    for ax, ds in zip(axes[len(conv_sets):], oooa_sets):
+        sub = tidy[(tidy["dataset"] == ds) & (tidy["metric"] == "oooa")].rename(columns={"value": "oooa"})
+        hl = [(chance_oooa, "chance")]
+        if ceilings and ds in ceilings:
+            hl.append((ceilings[ds], f"noise ceiling ({ceilings[ds]:.1f}%)"))
+        top = max(70.0, (ceilings or {}).get(ds, 0) + 5, float(sub["oooa"].max()) + 5)
+        layer_curves(ax, sub, "oooa", colours=colours, hlines=hl, ylabel="OOOA [%]",
+                     title=f"Similarity to humans: {ds}", ylim=(25, top), linestyle_by="group")
+    handles, labs = axes[0].get_legend_handles_labels()
+    for ax in axes[1:]:
+        h, l = ax.get_legend_handles_labels()
+        for hh, ll in zip(h, l):
+            if ll not in labs:
+                handles.append(hh)
+                labs.append(ll)
+    fig.legend(handles, [labels.get(x, x) for x in labs], loc="lower center", ncol=min(len(labs), 4),
+               bbox_to_anchor=(0.5, -0.04), frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def fig2c(per_layer: dict[str, pd.DataFrame], reference: pd.DataFrame | None = None) -> "plt.Figure":
+    """Fig. 2c: per-layer R across the models of each group, against depth.
+
+    Parameters
+    ----------
+    per_layer : group -> DataFrame from :func:`convexlib.stats.per_layer_correlation`.
+    reference : optional digitised paper values (columns ``index, group, correlation``; 11 points), drawn
+        faint at their published depth positions (index / 10) for comparison.
+    """
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    shades = {"pretrained": "black", "finetuned": "grey"}
+    notes = []
+    for group, df in per_layer.items():
+        c = shades.get(group, None)
+        ok = df[df["computable"]]
+        if len(ok):
+            ax.plot(ok["depth"], ok["r"], marker="o", color=c, label=f"{group} (ours)")
+            if ok["ci_low"].notna().any():
+                ax.fill_between(ok["depth"], ok["ci_low"], ok["ci_high"], color=c, alpha=0.12, linewidth=0)
+        if (~df["computable"]).any():
+            notes.append(f"{group}: not computable ({df.loc[~df['computable'], 'reason'].iloc[0]})")
+    if reference is not None and len(reference):
+        for group, g in reference.groupby("group"):
+            ax.plot(g["index"] / 10, g["correlation"], linestyle=":", marker="x", color=shades.get(group),
+                    alpha=0.6, label=f"{group} (paper, 11 points)")
+    ax.axhline(0, color="grey", linestyle="--", linewidth=1)
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_ylabel("Correlation (Pearson R)")
+    ax.set_title("Correlation between OOOA and convexity")
+    depth_axis(ax)
+    ax.grid(alpha=0.3)
+    if notes:
+        ax.text(0.02, 0.02, "\n".join(notes), transform=ax.transAxes, fontsize=7, va="bottom", color="firebrick")
+    ax.legend(fontsize=7, loc="upper right", frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def fig_a1(wide: pd.DataFrame, halves: dict[tuple[str, str], "object"], colours: dict) -> "plt.Figure":
+    """Fig. A.1: OOOA vs convexity scatter, rows first/second half, columns groups; R in each panel.
+
+    Parameters
+    ----------
+    wide : one row per (model, layer) with ``group``, ``oooa``, ``convexity``, ``layer``, ``n_layers``.
+    halves : (group, half) -> Correlation
+    colours : model -> colour
+    """
+    groups = [g for g in ("pretrained", "finetuned") if g in set(wide["group"])] or sorted(set(wide["group"]))
+    fig, axes = plt.subplots(2, len(groups), figsize=(4.3 * len(groups), 7.0), squeeze=False, sharex=True,
+                             sharey=True)
+    labels = wide.drop_duplicates("model").set_index("model")["label"].to_dict()
+    for j, g in enumerate(groups):
+        sub = wide[wide["group"] == g]
+        first = sub["layer"] <= sub["n_layers"] // 2
+        for i, (half, mask, marker) in enumerate((("first", first, "o"), ("second", ~first, "v"))):
+            ax = axes[i, j]
+            for m, d in sub[mask].groupby("model", sort=False):
+                ax.scatter(d["oooa"], d["convexity"], color=colours.get(m), marker=marker, s=22,
+                           label=labels.get(m, m), edgecolors="none")
+            c = halves[(g, half)]
+            txt = f"R={c.r:.2f}" if c.r is not None else f"R not computable\n({c.reason})"
+            ax.text(0.97, 0.04, txt, transform=ax.transAxes, ha="right", va="bottom", fontsize=9)
+            ax.set_title(f"{g.capitalize()} models — {half} half of layers", fontsize=9)
+            ax.grid(alpha=0.3)
+            if i == 1:
+                ax.set_xlabel("OOOA [%]")
+            if j == 0:
+                ax.set_ylabel("Convexity [%]")
+    h, l = axes[0, 0].get_legend_handles_labels()
+    fig.legend(h, l, loc="lower center", ncol=3, bbox_to_anchor=(0.5, -0.04), frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
