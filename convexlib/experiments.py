@@ -282,3 +282,119 @@ def primary_wide(tidy: pd.DataFrame) -> pd.DataFrame:
     a = conv[keys + ["value", "dataset"]].rename(columns={"value": "convexity", "dataset": "convexity_set"})
     b = oooa[keys + ["value", "dataset"]].rename(columns={"value": "oooa", "dataset": "oooa_set"})
     return a.merge(b, on=keys, how="outer").sort_values(["model", "layer"]).reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the naive alignment transform (Tables 1, A.2-A.6)
+# --------------------------------------------------------------------------------------------------------------
+
+PAPER_TABLES = {
+    ("pretrained", "last"): "table1",
+    ("pretrained", "first"): "tableA2",
+    ("pretrained", "middle"): "tableA3",
+    ("finetuned", "last"): "tableA4",
+    ("finetuned", "first"): "tableA5",
+    ("finetuned", "middle"): "tableA6",
+}
+
+
+def subsample_triplets(tset: TripletSet, max_triplets: int, seed: int) -> np.ndarray:
+    """The triplet array of ``tset``, or a seeded random subset of ``max_triplets`` judgements (rows kept in order)."""
+    arr = tset.triplets.array
+    if len(arr) <= max_triplets:
+        return arr
+    rng = np.random.default_rng([seed, 3])
+    return arr[np.sort(rng.choice(len(arr), size=max_triplets, replace=False))]
+
+
+def transform_rows(
+    cfg: Config,
+    model: str,
+    *,
+    positions: Iterable[str] = ("first", "middle", "last"),
+    train_source: str = "human",
+    lambdas: Iterable[float] | None = None,
+    max_triplets: int = 100_000,
+    n_simulated: int = 20_000,
+    progress: bool = True,
+) -> list[dict]:
+    """Rows of Tables 1 / A.2–A.6 for one model: OOOA and graph convexity before and after the naive transform.
+
+    At each layer position (first = block 1, middle = L // 2, last = L) the transform is cross-validated over
+    the objects of the model's OOOA set (:func:`convexlib.transform.cross_validate`; 3 folds, seed
+    ``cfg.seed``, lambda chosen by validation loss) and then applied to the model's primary convexity set at the
+    same layer; convexity is recomputed with the same sampled pairs, giving a paired bootstrap CI.
+
+    Parameters
+    ----------
+    train_source : "human" (the real judgements of the training objects) or "vice" (triplets simulated from the
+        VICE human embedding; THINGS concepts only). OOOA is always reported on real held-out judgements.
+    max_triplets : judgements used (a seeded subset when the set is larger, e.g. the 2 M Kriegeskorte triplets).
+    n_simulated : simulated training triplets per fold with ``train_source="vice"``.
+    """
+    from . import transform as T
+    from .stats import layer_positions
+
+    spec = get_spec(model)
+    conv_sets, tset = evaluation_sets(cfg, spec)
+    if tset is None:
+        raise ValueError(f"{model}: the profile has no triplet set for this model")
+    lset = conv_sets[0]
+    vice = None
+    if train_source == "vice":
+        if tset.triplets.n_items != 1854:
+            raise ValueError(f"{model}: VICE-simulated triplets exist only for the THINGS concepts")
+        vice = D.load_vice_embedding(cfg.data_path)
+    trip = subsample_triplets(tset, max_triplets, cfg.seed)
+    feats_t = model_features(cfg, spec, tset.items, progress)
+    feats_c = feats_t if lset.items is tset.items else model_features(cfg, spec, lset.items, progress)
+    pos = layer_positions(spec.n_layers)
+    rows = []
+    cache = str(cfg.cache_path / "transforms") if cfg.cache_path else True
+    for p in positions:
+        layer = pos[p]
+        cv = T.cross_validate(
+            feats_t[layer], trip, lambdas=tuple(lambdas or T.DEFAULT_LAMBDAS), k=3, seed=cfg.seed,
+            train_source=train_source, vice_embedding=vice, n_simulated=n_simulated,
+            n_simulated_val=max(1000, n_simulated // 10), cache=cache, progress=progress,
+        )
+        conv = T.convexity_before_after(
+            cv.transform, feats_c[layer][lset.rows], lset.labels, seed=cfg.seed, n_neighbors=cfg.n_neighbors,
+            max_paths=cfg.max_paths,
+        )
+        row = T.table_row(spec.label or spec.name, layer, cv, conv)
+        row.update({"model_name": spec.name, "group": group_of(cfg, spec), "position": p,
+                    "n_layers": spec.n_layers, "oooa_set": tset.name, "convexity_set": lset.name,
+                    "n_triplets_used": int(len(trip))})
+        rows.append(row)
+    return rows
+
+
+def transform_tables(rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Split transform rows into the paper's tables (group x position), each with an "avg ± std" row.
+
+    Returns
+    -------
+    dict table name (``table1``, ``tableA2``, ...; ``transform_<group>_<position>`` for other groups) -> DataFrame
+    with columns model, layer, OOOA orig, OOOA Δ, convexity orig, convexity Δ, Δ 95% CI, lambda.
+    """
+    from .stats import mean_std
+
+    out = {}
+    for (group, position), sub in rows.groupby(["group", "position"], sort=False):
+        name = PAPER_TABLES.get((group, position), f"transform_{group}_{position}")
+        t = pd.DataFrame({
+            "model": sub["model"], "layer": sub["layer"], "OOOA orig": sub["oooa_orig"],
+            "OOOA held-out before": sub["oooa_heldout_before"], "OOOA Δ": sub["oooa_delta"],
+            "convexity orig": sub["convexity_orig"], "convexity Δ": sub["convexity_delta"],
+            "convexity Δ CI low": sub["convexity_delta_ci_low"], "convexity Δ CI high": sub["convexity_delta_ci_high"],
+            "lambda": sub["lambda"], "train source": sub["train_source"],
+        })
+        if len(sub) >= 2:
+            (mo, so), (mc, sc) = mean_std(sub["oooa_delta"]), mean_std(sub["convexity_delta"])
+            avg = {c: np.nan for c in t.columns}
+            avg.update({"model": "avg ± std", "layer": np.nan, "OOOA Δ": mo, "convexity Δ": mc,
+                        "OOOA orig": np.nan, "train source": f"± {so:.2f} (OOOA), ± {sc:.2f} (convexity)"})
+            t = pd.concat([t, pd.DataFrame([avg])], ignore_index=True)
+        out[name] = t.reset_index(drop=True)
+    return out
