@@ -314,8 +314,6 @@ def transform_rows(
     positions: Iterable[str] = ("first", "middle", "last"),
     train_source: str = "human",
     lambdas: Iterable[float] | None = None,
-    max_triplets: int = 100_000,
-    n_simulated: int = 20_000,
     progress: bool = True,
 ) -> list[dict]:
     """Rows of Tables 1 / A.2–A.6 for one model: OOOA and graph convexity before and after the naive transform.
@@ -329,8 +327,8 @@ def transform_rows(
     ----------
     train_source : "human" (the real judgements of the training objects) or "vice" (triplets simulated from the
         VICE human embedding; THINGS concepts only). OOOA is always reported on real held-out judgements.
-    max_triplets : judgements used (a seeded subset when the set is larger, e.g. the 2 M Kriegeskorte triplets).
-    n_simulated : simulated training triplets per fold with ``train_source="vice"``.
+    ``cfg.max_triplets`` judgements are used (a seeded subset when the set is larger, e.g. the 2 M Kriegeskorte
+    triplets); ``cfg.n_simulated`` simulated training triplets per fold with ``train_source="vice"``.
     """
     from . import transform as T
     from .stats import layer_positions
@@ -345,7 +343,7 @@ def transform_rows(
         if tset.triplets.n_items != 1854:
             raise ValueError(f"{model}: VICE-simulated triplets exist only for the THINGS concepts")
         vice = D.load_vice_embedding(cfg.data_path)
-    trip = subsample_triplets(tset, max_triplets, cfg.seed)
+    trip = subsample_triplets(tset, cfg.max_triplets, cfg.seed)
     feats_t = model_features(cfg, spec, tset.items, progress)
     feats_c = feats_t if lset.items is tset.items else model_features(cfg, spec, lset.items, progress)
     pos = layer_positions(spec.n_layers)
@@ -355,8 +353,8 @@ def transform_rows(
         layer = pos[p]
         cv = T.cross_validate(
             feats_t[layer], trip, lambdas=tuple(lambdas or T.DEFAULT_LAMBDAS), k=3, seed=cfg.seed,
-            train_source=train_source, vice_embedding=vice, n_simulated=n_simulated,
-            n_simulated_val=max(1000, n_simulated // 10), cache=cache, progress=progress,
+            train_source=train_source, vice_embedding=vice, n_simulated=cfg.n_simulated,
+            n_simulated_val=max(1000, cfg.n_simulated // 10), cache=cache, progress=progress,
         )
         conv = T.convexity_before_after(
             cv.transform, feats_c[layer][lset.rows], lset.labels, seed=cfg.seed, n_neighbors=cfg.n_neighbors,
@@ -376,7 +374,8 @@ def transform_tables(rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
     Returns
     -------
     dict table name (``table1``, ``tableA2``, ...; ``transform_<group>_<position>`` for other groups) -> DataFrame
-    with columns model, layer, OOOA orig, OOOA Δ, convexity orig, convexity Δ, Δ 95% CI, lambda.
+    with columns model, layer, OOOA orig, OOOA Δ, convexity orig, convexity Δ, Δ 95% CI, lambda; with two or more
+    models, two more rows hold the mean and the sample std (ddof=1) of the Δ columns (SPEC §4.6).
     """
     from .stats import mean_std
 
@@ -392,9 +391,8 @@ def transform_tables(rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
         })
         if len(sub) >= 2:
             (mo, so), (mc, sc) = mean_std(sub["oooa_delta"]), mean_std(sub["convexity_delta"])
-            avg = {c: np.nan for c in t.columns}
-            avg.update({"model": "avg ± std", "layer": np.nan, "OOOA Δ": mo, "convexity Δ": mc,
-                        "OOOA orig": np.nan, "train source": f"± {so:.2f} (OOOA), ± {sc:.2f} (convexity)"})
-            t = pd.concat([t, pd.DataFrame([avg])], ignore_index=True)
+            summary = pd.DataFrame([{"model": "avg", "OOOA Δ": mo, "convexity Δ": mc},
+                                    {"model": "std (ddof=1)", "OOOA Δ": so, "convexity Δ": sc}])
+            t = pd.concat([t, summary], ignore_index=True)
         out[name] = t.reset_index(drop=True)
     return out

@@ -77,16 +77,24 @@ def _jsonable(value: Any) -> Any:
         return str(value)
 
 
+def _fmt(v, floatfmt: str) -> str:
+    if v is None or (isinstance(v, float) and pd.isna(v)):
+        return "–"
+    if isinstance(v, (bool,)) or not isinstance(v, (int, float)):
+        return str(v)
+    if float(v).is_integer() and abs(v) < 1e6:
+        return str(int(v))
+    if 0 < abs(v) < 0.01:
+        return f"{v:.2g}"
+    return format(v, floatfmt)
+
+
 def markdown_table(df: pd.DataFrame, floatfmt: str = ".2f") -> str:
-    """A DataFrame as a GitHub Markdown table (missing values shown as "–")."""
-    shown = df.copy()
-    for col in shown.columns:
-        if pd.api.types.is_float_dtype(shown[col]):
-            shown[col] = shown[col].map(lambda v: "–" if pd.isna(v) else format(v, floatfmt))
-    shown = shown.fillna("–").astype(str)
-    head = "| " + " | ".join(map(str, shown.columns)) + " |"
-    sep = "|" + "|".join("---" for _ in shown.columns) + "|"
-    rows = ["| " + " | ".join(r) + " |" for r in shown.to_numpy().tolist()]
+    """A DataFrame as a GitHub Markdown table: whole numbers without decimals, tiny values in 2 significant
+    digits, others with ``floatfmt``; missing values shown as "–"."""
+    head = "| " + " | ".join(map(str, df.columns)) + " |"
+    sep = "|" + "|".join("---" for _ in df.columns) + "|"
+    rows = ["| " + " | ".join(_fmt(v, floatfmt) for v in r) + " |" for r in df.astype(object).to_numpy().tolist()]
     return "\n".join([head, sep, *rows]) + "\n"
 
 

@@ -44,15 +44,20 @@ PARAMETERS: dict[str, tuple[tuple[type, ...], str]] = {
     "min_class_size": ((int,), "classes with fewer items are dropped and listed"),
     "models": ((list, type(None)), "registry names of the models to run"),
     "batch_size": ((int, type(None)), "extraction batch size"),
+    "max_triplets": ((int, type(None)), "judgements used to fit the alignment transform (a seeded subset)"),
+    "n_simulated": ((int, type(None)), "VICE-simulated training triplets per fold"),
+    "finetune_steps": ((int, type(None)), "optimiser steps of the offline fine-tuning (0 = the full schedule)"),
 }
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "offline": {"max_paths": 5000, "images_per_class": 100, "models": ["minilm", "dinov2-s-imgfocus"],
-                "batch_size": 32, "n_seeds": 3},
+                "batch_size": 32, "n_seeds": 3, "max_triplets": 100_000, "n_simulated": 20_000, "finetune_steps": 0},
     "paper": {"max_paths": 5000, "images_per_class": 100, "models": list(PAPER_MODELS), "batch_size": 64,
-              "n_seeds": 3},
+              "n_seeds": 3, "max_triplets": 5_000_000, "n_simulated": 100_000,
+              "finetune_steps": 0},
     "tiny": {"max_paths": 200, "images_per_class": 12, "models": ["tiny-vit", "tiny-beit", "tiny-data2vec"],
-             "batch_size": 16, "n_seeds": 2},
+             "batch_size": 16, "n_seeds": 2, "max_triplets": 3_000, "n_simulated": 2_000,
+             "finetune_steps": 3},
 }
 
 
@@ -72,6 +77,9 @@ class Config:
     min_class_size: int
     models: list[str] = field(default_factory=list)
     batch_size: int = 32
+    max_triplets: int = 100_000
+    n_simulated: int = 20_000
+    finetune_steps: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,6 +106,9 @@ def resolve(
     min_class_size: int = 10,
     models: list | None = None,
     batch_size: int | None = None,
+    max_triplets: int | None = None,
+    n_simulated: int | None = None,
+    finetune_steps: int | None = None,
 ) -> Config:
     """Validate parameters and fill in the profile's defaults.
 
@@ -139,8 +150,14 @@ def resolve(
         min_class_size=min_class_size,
         models=models,
         batch_size=d["batch_size"] if batch_size is None else batch_size,
+        max_triplets=d["max_triplets"] if max_triplets is None else max_triplets,
+        n_simulated=d["n_simulated"] if n_simulated is None else n_simulated,
+        finetune_steps=d["finetune_steps"] if finetune_steps is None else finetune_steps,
     )
-    for name in ("n_seeds", "n_neighbors", "max_paths", "images_per_class", "batch_size"):
+    if cfg.finetune_steps < 0:
+        raise ValueError(f"finetune_steps must be >= 0 (0 = the full schedule), got {cfg.finetune_steps}")
+    for name in ("n_seeds", "n_neighbors", "max_paths", "images_per_class", "batch_size", "max_triplets",
+                 "n_simulated"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"parameter {name} must be >= 1, got {getattr(cfg, name)}")
     if cfg.min_class_size < 2:

@@ -39,9 +39,9 @@ images_per_class = None
 min_class_size = 10
 models = None
 batch_size = None
+max_triplets = None
+n_simulated = None
 train_sources = ["human", "vice"]
-max_triplets = 100000
-n_simulated = 20000
 
 # %%
 import pandas as pd
@@ -54,13 +54,12 @@ from convexlib.outputs import OutputWriter
 cfg = profiles.resolve(
     profile=profile, data_root=data_root, cache_dir=cache_dir, device=device, seed=seed, n_neighbors=n_neighbors,
     max_paths=max_paths, images_per_class=images_per_class, min_class_size=min_class_size, models=models,
-    batch_size=batch_size,
+    batch_size=batch_size, max_triplets=max_triplets, n_simulated=n_simulated,
 )
 bad = [s for s in train_sources if s not in ("human", "vice")]
 if bad:
     raise ValueError(f"train_sources may hold 'human' and 'vice', got {bad}")
-out = OutputWriter(cfg.profile, "03_transform", {**cfg.as_dict(), "train_sources": train_sources,
-                                                 "max_triplets": max_triplets, "n_simulated": n_simulated})
+out = OutputWriter(cfg.profile, "03_transform", {**cfg.as_dict(), "train_sources": train_sources})
 
 # %% [markdown]
 # ## Fit, cross-validate and measure
@@ -73,7 +72,7 @@ for name in cfg.models:
     for source in train_sources:
         if source == "vice" and spec.modality != "text" and cfg.profile != "paper":
             continue  # VICE simulates THINGS-concept triplets only
-        rows += E.transform_rows(cfg, name, train_source=source, max_triplets=max_triplets, n_simulated=n_simulated)
+        rows += E.transform_rows(cfg, name, train_source=source)
 allrows = pd.DataFrame(rows)
 out.table(allrows.drop(columns=[c for c in ("before", "after") if c in allrows]), "transform_all",
           title="Naive transform: every model, layer and training source")
