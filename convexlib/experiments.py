@@ -146,9 +146,9 @@ def noise_ceilings(cfg: Config) -> dict[str, float]:
 
 
 def group_of(cfg: Config, spec: ModelSpec) -> str:
-    """The model group for the correlations: the paper's pretrained/finetuned, or (offline) "as shipped"
-    models vs the ones this project fine-tuned itself (their registry names end in ``-ft``)."""
-    if cfg.profile == "offline":
+    """The model group for the correlations: the paper's pretrained/finetuned, or (other profiles) the models
+    as shipped ("pretrained") vs the ones this project fine-tuned itself ("finetuned"; names end in ``-ft``)."""
+    if cfg.profile != "paper":
         return "finetuned" if spec.name.endswith("-ft") else "pretrained"
     return spec.variant
 
@@ -327,11 +327,12 @@ def transform_rows(
     ----------
     train_source : "human" (the real judgements of the training objects) or "vice" (triplets simulated from the
         VICE human embedding; THINGS concepts only). OOOA is always reported on real held-out judgements.
-    ``cfg.max_triplets`` judgements are used (a seeded subset when the set is larger, e.g. the 2 M Kriegeskorte
+    The OOOA Δ also gets a paired bootstrap 95 % CI over the pooled held-out judgements (``oooa_delta_ci_*``;
+    its centre ``oooa_delta_pooled`` weights folds by their size). ``cfg.max_triplets`` judgements are used (a seeded subset when the set is larger, e.g. the 2 M Kriegeskorte
     triplets); ``cfg.n_simulated`` simulated training triplets per fold with ``train_source="vice"``.
     """
     from . import transform as T
-    from .stats import layer_positions
+    from .stats import layer_positions, paired_bootstrap_ci
 
     spec = get_spec(model)
     conv_sets, tset = evaluation_sets(cfg, spec)
@@ -361,6 +362,10 @@ def transform_rows(
             max_paths=cfg.max_paths,
         )
         row = T.table_row(spec.label or spec.name, layer, cv, conv)
+        oooa_ci = paired_bootstrap_ci(cv.correct_before.astype(float), cv.correct_after.astype(float),
+                                      seed=cfg.seed)
+        row.update({"oooa_delta_pooled": 100 * oooa_ci.delta, "oooa_delta_ci_low": 100 * oooa_ci.ci_low,
+                    "oooa_delta_ci_high": 100 * oooa_ci.ci_high})
         row.update({"model_name": spec.name, "group": group_of(cfg, spec), "position": p,
                     "n_layers": spec.n_layers, "oooa_set": tset.name, "convexity_set": lset.name,
                     "n_triplets_used": int(len(trip))})
@@ -385,6 +390,7 @@ def transform_tables(rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
         t = pd.DataFrame({
             "model": sub["model"], "layer": sub["layer"], "OOOA orig": sub["oooa_orig"],
             "OOOA held-out before": sub["oooa_heldout_before"], "OOOA Δ": sub["oooa_delta"],
+            "OOOA Δ CI low": sub["oooa_delta_ci_low"], "OOOA Δ CI high": sub["oooa_delta_ci_high"],
             "convexity orig": sub["convexity_orig"], "convexity Δ": sub["convexity_delta"],
             "convexity Δ CI low": sub["convexity_delta_ci_low"], "convexity Δ CI high": sub["convexity_delta_ci_high"],
             "lambda": sub["lambda"], "train source": sub["train_source"],

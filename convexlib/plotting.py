@@ -242,3 +242,40 @@ def fig_a1(wide: pd.DataFrame, halves: dict[tuple[str, str], "object"], colours:
     fig.legend(h, l, loc="lower center", ncol=3, bbox_to_anchor=(0.5, -0.04), frameon=False, fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def overlay_paper(wide: pd.DataFrame, reference: pd.DataFrame, colours: dict) -> "plt.Figure":
+    """Our convexity and OOOA curves (bold) over the paper's digitised Fig. 2a/2b curves (faint, grey unless the
+    model matches), against normalised depth.
+
+    Parameters
+    ----------
+    wide : one row per (model, layer) with ``depth``, ``convexity``, ``oooa``, ``label``, ``paper_key`` (the
+        (family, variant, size) of a matching paper model, or None).
+    reference : ``reference/fig2_layers.csv``.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    ref = reference.copy()
+    ref["n_layers"] = ref["size"].map({"base": 12, "large": 24})
+    ref["depth"] = (ref["layer"] - 1) / (ref["n_layers"] - 1)
+    matched = set(wide["paper_key"].dropna()) if "paper_key" in wide else set()
+    for ax, (fig_id, metric, ylab) in zip(axes, (("2a", "convexity", "Convexity [%]"), ("2b", "oooa", "OOOA [%]"))):
+        for key, g in ref[ref["figure"] == fig_id].groupby(["model", "variant", "size"]):
+            c = plt.get_cmap("tab20")(PAPER_COLOURS.get(key, 0)) if key in matched else "lightgrey"
+            ax.plot(g["depth"], g["value"], color=c, linewidth=1, alpha=0.8 if key in matched else 0.9,
+                    linestyle=":" if key[1] == "finetuned" else "-")
+        for m, g in wide.groupby("model", sort=False):
+            g = g.sort_values("depth").dropna(subset=[metric])
+            if len(g):
+                ax.plot(g["depth"], g[metric], color=colours.get(m), marker="o", markersize=4, linewidth=2.2,
+                        label=str(g["label"].iloc[0]))
+        depth_axis(ax)
+        ax.set_ylabel(ylab)
+        ax.grid(alpha=0.3)
+    axes[0].set_title("Convexity: ours (bold) over the paper's Fig. 2a (grey)", fontsize=9)
+    axes[1].set_title("OOOA: ours (bold) over the paper's Fig. 2b (grey)", fontsize=9)
+    axes[0].set_ylim(0, 100)
+    axes[1].set_ylim(30, 70)
+    axes[1].legend(fontsize=7, frameon=False, loc="upper left")
+    fig.tight_layout()
+    return fig
