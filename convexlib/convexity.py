@@ -543,3 +543,12 @@ def graph_convexity(
             "n_classes": len(class_scores),
         },
     )
+
+
+def __getattr__(name: str):
+    """Lazy re-export of :func:`convexlib.euclidean.euclidean_convexity` (keeps this module free of torch)."""
+    if name == "euclidean_convexity":
+        from .euclidean import euclidean_convexity
+
+        return euclidean_convexity
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
