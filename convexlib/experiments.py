@@ -402,3 +402,31 @@ def transform_tables(rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
             t = pd.concat([t, summary], ignore_index=True)
         out[name] = t.reset_index(drop=True)
     return out
+
+
+def data_provenance(cfg: Config, models: Iterable[str] | None = None) -> dict[str, str]:
+    """Checksums of everything a profile's results are computed from, for the output manifest.
+
+    Returns
+    -------
+    dict name -> sha256: the data files read (paths relative to the data root) and, per evaluation set, the
+    content fingerprint of its items (``itemset:<name>``: sha256 over image bytes or texts, in order).
+    """
+    from .data import layout
+    from .outputs import file_sha256
+    from .paths import data_root
+
+    root = data_root(cfg.data_path)
+    out: dict[str, str] = {}
+    for rel in (layout.THINGS_CONCEPTS, layout.TEST_TRIPLETS, layout.SORTINDEX, layout.IMAGENET_OVERLAP,
+                layout.KRIEGESKORTE_STIMULI, layout.KRIEGESKORTE_SIMJUDGE, layout.THINGSPLUS_CATEGORIES,
+                layout.VICE_EMBEDDING):
+        if (root / rel).is_file():
+            out[rel] = file_sha256(root / rel)
+    for name in models or cfg.models:
+        sets, tset = evaluation_sets(cfg, get_spec(name))
+        for s in sets:
+            out.setdefault(f"itemset:{s.name}", s.items.fingerprint())
+        if tset is not None:
+            out.setdefault(f"itemset:{tset.name}", tset.items.fingerprint())
+    return out

@@ -157,7 +157,7 @@ class OutputWriter:
         for f in files:
             p = Path(f)
             if p.is_file():
-                self.data_checksums[str(p.name if p.is_absolute() else p)] = file_sha256(p)
+                self.data_checksums[str(p.resolve())] = file_sha256(p)
 
     def _record(self, path: Path, kind: str, extra: dict | None = None) -> None:
         rel = path.relative_to(self.dir).as_posix()

@@ -138,10 +138,13 @@ def fig2_panels(
     conv_sets = list(dict.fromkeys(tidy.loc[tidy["metric"] == "convexity", "dataset"]))
     oooa_sets = list(dict.fromkeys(tidy.loc[tidy["metric"] == "oooa", "dataset"]))
     ncol = max(len(conv_sets), len(oooa_sets), 1)
-    fig, grid = plt.subplots(2, ncol, figsize=(4.4 * ncol, 7.6), squeeze=False)
-    for ax in list(grid[0, len(conv_sets):]) + list(grid[1, len(oooa_sets):]):
-        ax.axis("off")
-    axes = list(grid[0, : len(conv_sets)]) + list(grid[1, : len(oooa_sets)])
+    nrow = int(bool(conv_sets)) + int(bool(oooa_sets)) or 1
+    fig, grid = plt.subplots(nrow, ncol, figsize=(4.4 * ncol, 3.8 * nrow), squeeze=False)
+    rows = [conv_sets, oooa_sets] if conv_sets and oooa_sets else [conv_sets or oooa_sets]
+    for r, sets in enumerate(rows):
+        for ax in grid[r, len(sets):]:
+            ax.axis("off")
+    axes = [ax for r, sets in enumerate(rows) for ax in grid[r, : len(sets)]]
     for ax, ds in zip(axes, conv_sets):
         sub = tidy[tidy["dataset"] == ds].pivot_table(
             index=["model", "depth", "group"], columns="metric", values="value").reset_index()

@@ -57,6 +57,7 @@ cfg = profiles.resolve(
     batch_size=batch_size,
 )
 out = OutputWriter(cfg.profile, "01_layerwise", cfg.as_dict())
+out.data_checksums.update(E.data_provenance(cfg))
 cfg
 
 # %% [markdown]

@@ -51,7 +51,7 @@ if not src.exists():
 tidy = pd.read_csv(src)
 wide = E.primary_wide(tidy)
 out = OutputWriter(profile, "02_correlation", {"profile": profile, "pairing": pairing, "n_boot": n_boot,
-                                               "seed": seed})
+                                               "seed": seed}, data_files=[src])
 wide.round(2)
 
 # %% [markdown]

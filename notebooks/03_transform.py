@@ -60,6 +60,7 @@ bad = [s for s in train_sources if s not in ("human", "vice")]
 if bad:
     raise ValueError(f"train_sources may hold 'human' and 'vice', got {bad}")
 out = OutputWriter(cfg.profile, "03_transform", {**cfg.as_dict(), "train_sources": train_sources})
+out.data_checksums.update(E.data_provenance(cfg))
 
 # %% [markdown]
 # ## Fit, cross-validate and measure

@@ -42,6 +42,7 @@ num_threads = 1
 # %%
 import pandas as pd
 
+from convexlib import experiments as E
 from convexlib import finetune as F
 from convexlib import profiles
 from convexlib.outputs import OutputWriter
@@ -55,6 +56,7 @@ cfg = profiles.resolve(
 if num_threads < 1:
     raise ValueError(f"num_threads must be >= 1, got {num_threads}")
 out = OutputWriter(cfg.profile, "04_finetuning", {**cfg.as_dict(), "num_threads": num_threads})
+out.data_checksums.update(E.data_provenance(cfg, ["minilm"]) if cfg.profile != "paper" else {})
 
 # %% [markdown]
 # ## The pretrained / fine-tuned pairs

@@ -63,6 +63,7 @@ transform_all = report.load_if_exists(here / "transform_all.csv")
 t2 = report.load_if_exists(here / "table2.csv")
 ft = report.load_if_exists(here / "finetune_layerwise.csv")
 out = OutputWriter(cfg.profile, "05_report", {**cfg.as_dict(), "n_boot": n_boot})
+out.data_checksums.update(E.data_provenance(cfg))
 print("inputs:", {k: v is not None for k, v in
                   {"layerwise": main, "transform": transform_all, "table2": t2, "finetune": ft}.items()})
 
