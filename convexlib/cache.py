@@ -154,7 +154,7 @@ def save_arrays(
         a = np.asarray(arr)
         if a.dtype.hasobject:
             raise ValueError(f"array {name!r} has dtype {a.dtype}; object arrays cannot be cached safely")
-        clean[name] = np.ascontiguousarray(a)
+        clean[name] = np.require(a, requirements="C")  # keeps 0-d arrays 0-d (ascontiguousarray does not)
     header = {
         "format": FORMAT_VERSION,
         "checksums": {name: array_checksum(a) for name, a in clean.items()},

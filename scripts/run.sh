@@ -10,4 +10,6 @@ if [ -z "${CONVEXLIB_DATA:-}" ] && [ -d ../shared/data ]; then
   export CONVEXLIB_DATA="$(cd ../shared/data && pwd)"
 fi
 export MPLBACKEND=Agg
+# torch's OpenMP threads spin while waiting; on a busy 2-core machine that makes them 10-30x slower
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 exec .venv/bin/python -m convexlib.runner "$@"

@@ -9,6 +9,8 @@ if [ -z "${CONVEXLIB_DATA:-}" ] && [ -d ../shared/data ]; then
 fi
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} TRANSFORMERS_OFFLINE=${TRANSFORMERS_OFFLINE:-1}
 export MPLBACKEND=Agg
+# torch's OpenMP threads spin while waiting; on a busy 2-core machine that makes them 10-30x slower
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 set +e
 .venv/bin/python -m pytest -q "$@"
 rc=$?
