@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Hashable, Literal, Sequence
@@ -219,6 +220,7 @@ def knn_graph(
 # --------------------------------------------------------------------------------------------------------------
 
 _GRAPH: dict = {}
+_FORK_LOCK = threading.Lock()
 
 
 def _score_source(
@@ -267,9 +269,13 @@ def _score_source(
     return scores, float(dist[targets].max()) / direct
 
 
-def _score_chunk(chunk: list[tuple[int, np.ndarray]]) -> list[np.ndarray]:
-    """Score a list of (source, targets) jobs; the search limit adapts to the path/direct ratios seen so far."""
-    g = _GRAPH
+def _score_chunk(chunk: list[tuple[int, np.ndarray]], g: dict | None = None) -> list[np.ndarray]:
+    """Score a list of (source, targets) jobs; the search limit adapts to the path/direct ratios seen so far.
+
+    ``g`` holds the graph and arrays; forked worker processes read them from the module-level ``_GRAPH`` that the
+    parent set before forking (so nothing large is pickled).
+    """
+    g = _GRAPH if g is None else g
     ratios: list[float] = []
     factor = 1.5
     out = []
@@ -298,25 +304,29 @@ def _score_all(
     can_fork = "fork" in mp.get_all_start_methods()
     n_chunks = max(1, min(len(jobs) // 200, 64 * workers))
     bar = tqdm(total=len(jobs), desc="shortest paths", unit="src", disable=not progress, leave=False)
-    _GRAPH.update(graph=graph, Y=Y, sq=np.einsum("ij,ij->i", Y, Y), codes=codes, metric=metric)
+    g = dict(graph=graph, Y=Y, sq=np.einsum("ij,ij->i", Y, Y), codes=codes, metric=metric)
     try:
         if workers == 1 or not can_fork or len(jobs) < 2000:
             out = []
             step = max(1, len(jobs) // 100)
             for a in range(0, len(jobs), step):
-                out.extend(_score_chunk(jobs[a : a + step]))
+                out.extend(_score_chunk(jobs[a : a + step], g))
                 bar.update(min(step, len(jobs) - a))
             return out
         bounds = np.linspace(0, len(jobs), n_chunks + 1).astype(int)
         chunks = [jobs[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
         out = []
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork")) as ex:
-            for res in ex.map(_score_chunk, chunks):
-                out.extend(res)
-                bar.update(len(res))
+        with _FORK_LOCK:  # the global is read by the forked children; one parallel run per process at a time
+            _GRAPH.update(g)
+            try:
+                with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork")) as ex:
+                    for res in ex.map(_score_chunk, chunks):
+                        out.extend(res)
+                        bar.update(len(res))
+            finally:
+                _GRAPH.clear()
         return out
     finally:
-        _GRAPH.clear()
         bar.close()
 
 
