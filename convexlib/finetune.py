@@ -474,18 +474,6 @@ def tiny_bert_factory(vocab_file: str | os.PathLike | None = None, *, seed: int 
     return build
 
 
-def _state_digest(module: nn.Module) -> str:
-    h = hashlib.sha256()
-    for name, t in module.state_dict().items():
-        t = t.detach().to("cpu").contiguous()
-        h.update(name.encode())
-        h.update(str(t.dtype).encode())
-        h.update(repr(tuple(t.shape)).encode())
-        if t.numel():
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
 def _tokenizer_digest(tokenizer: Any) -> str:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
@@ -926,7 +914,7 @@ def finetune_minilm(
     }
     key = {
         "what": "finetune", "schema": _SCHEMA, "settings": settings,
-        "base": {"name": base_name, "class": type(encoder).__name__, "weights_sha256": _state_digest(encoder),
+        "base": {"name": base_name, "class": type(encoder).__name__, "weights_sha256": _models.weights_digest(encoder),
                  "config_sha256": _config_digest(encoder), "tokenizer_sha256": _tokenizer_digest(tokenizer)},
         "data": {"texts_sha256": hashlib.sha256("\n".join(texts).encode("utf-8")).hexdigest(),
                  "targets_sha256": hashlib.sha256(np.ascontiguousarray(Y).tobytes()).hexdigest(),

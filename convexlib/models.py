@@ -1031,7 +1031,8 @@ def load_model(name_or_spec: str | ModelSpec, device: str = "cpu") -> LoadedMode
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def _weights_digest(module: nn.Module) -> str:
+def weights_digest(module: nn.Module) -> str:
+    """sha256 over a module's state dict (names, dtypes, shapes and bytes), for cache keys."""
     h = hashlib.sha256()
     for name, t in module.state_dict().items():
         t = t.detach().to("cpu").contiguous()
@@ -1132,7 +1133,7 @@ def wrap_module(
     dev = torch.device(device) if device is not None else (params[0].device if params else torch.device("cpu"))
     module.to(dev)
     return LoadedModel(spec, module, preprocess, prefix_tokens=prefix, hidden_fn=fn, device=dev,
-                       identity={"weights_sha256": _weights_digest(module)})
+                       identity={"weights_sha256": weights_digest(module)})
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -282,3 +282,31 @@ def overlay_paper(wide: pd.DataFrame, reference: pd.DataFrame, colours: dict) ->
     axes[1].legend(fontsize=7, frameon=False, loc="upper left")
     fig.tight_layout()
     return fig
+
+
+def transform_deltas(rows: pd.DataFrame) -> "plt.Figure":
+    """Horizontal bars of the transform's OOOA Δ and convexity Δ per model, layer position and training source,
+    with their paired bootstrap 95 % CIs (blue: up, red: down).
+
+    Parameters
+    ----------
+    rows : rows of :func:`convexlib.experiments.transform_rows` (columns model, position, train_source,
+        oooa_delta(_ci_low/_ci_high), convexity_delta(_ci_low/_ci_high)).
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(10, 0.45 * len(rows) + 1.6))
+    labels = [f"{r.model}\n{r.position} ({r.train_source})" for r in rows.itertuples()]
+    for ax, (col, title) in zip(axes, (("oooa_delta", "OOOA Δ (held-out, after − before) [pp]"),
+                                       ("convexity_delta", "Convexity Δ (transformed − original) [pp]"))):
+        y = rows[col].to_numpy(float)
+        err = None
+        if f"{col}_ci_low" in rows:
+            err = np.vstack([y - rows[f"{col}_ci_low"].to_numpy(float), rows[f"{col}_ci_high"].to_numpy(float) - y])
+        ax.barh(range(len(y)), y, xerr=err, color=["tab:blue" if v >= 0 else "tab:red" for v in y], alpha=0.8,
+                error_kw={"capsize": 2, "linewidth": 1})
+        ax.set_yticks(range(len(y)), labels, fontsize=7)
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_title(title, fontsize=9)
+        ax.invert_yaxis()
+        ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    return fig

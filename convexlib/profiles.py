@@ -51,7 +51,7 @@ PARAMETERS: dict[str, tuple[tuple[type, ...], str]] = {
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "offline": {"max_paths": 5000, "images_per_class": 100, "models": ["minilm", "dinov2-s-imgfocus"],
-                "batch_size": 32, "n_seeds": 3, "max_triplets": 100_000, "n_simulated": 20_000, "finetune_steps": 0},
+                "batch_size": 32, "n_seeds": 3, "max_triplets": 25_000, "n_simulated": 10_000, "finetune_steps": 0},
     "paper": {"max_paths": 5000, "images_per_class": 100, "models": list(PAPER_MODELS), "batch_size": 64,
               "n_seeds": 3, "max_triplets": 5_000_000, "n_simulated": 100_000,
               "finetune_steps": 0},
@@ -91,6 +91,12 @@ class Config:
     @property
     def cache_path(self) -> Path | None:
         return Path(self.cache_dir) if self.cache_dir else None
+
+
+def from_namespace(ns: dict[str, Any]) -> Config:
+    """Resolve the profile parameters present in a notebook's namespace (the names of :data:`PARAMETERS`
+    assigned in its ``parameters`` cell); see :func:`resolve`."""
+    return resolve(**{k: ns[k] for k in PARAMETERS if k in ns})
 
 
 def resolve(

@@ -43,6 +43,7 @@ images_per_class = None
 min_class_size = 10
 models = None
 batch_size = None
+sweep_results = ""
 
 # %%
 from convexlib import data as D
@@ -51,11 +52,7 @@ from convexlib import profiles
 from convexlib.outputs import OutputWriter
 from convexlib.plotting import fig2_panels
 
-cfg = profiles.resolve(
-    profile=profile, data_root=data_root, cache_dir=cache_dir, device=device, seed=seed, n_neighbors=n_neighbors,
-    max_paths=max_paths, images_per_class=images_per_class, min_class_size=min_class_size, models=models,
-    batch_size=batch_size,
-)
+cfg = profiles.from_namespace(globals())  # validates every parameter, fills profile defaults
 out = OutputWriter(cfg.profile, "01_layerwise", cfg.as_dict())
 out.data_checksums.update(E.data_provenance(cfg))
 cfg
@@ -79,10 +76,16 @@ for name in cfg.models:
 # %% [markdown]
 # ## Convexity and OOOA per layer
 # Features are extracted once per model and data set and cached; convexity results are cached too, so a rerun
-# only plots.
+# only plots. With `sweep_results` set, the per-layer results of a (possibly distributed) sweep are read instead
+# (`python -m convexlib.sweep`, see `convexlib/sweep.py`); pass the sweep's `models` too.
 
 # %%
-tidy = E.layerwise(cfg)
+if sweep_results:  # a finished `python -m convexlib.sweep` run (folder or its results.csv)
+    from convexlib import sweep as S
+
+    tidy = S.results_for_notebook(sweep_results, seed=cfg.seed, profile=cfg.profile)
+else:
+    tidy = E.layerwise(cfg)
 out.table(tidy, "layerwise", floatfmt=".2f", title="Per-layer convexity and OOOA (tidy)")
 E.primary_wide(tidy).round(2)
 

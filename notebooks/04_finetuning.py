@@ -49,10 +49,7 @@ from convexlib.outputs import OutputWriter
 from convexlib.paths import figures_dir
 from convexlib.plotting import fig2_panels
 
-cfg = profiles.resolve(
-    profile=profile, data_root=data_root, cache_dir=cache_dir, device=device, seed=seed, n_neighbors=n_neighbors,
-    max_paths=max_paths, min_class_size=min_class_size, finetune_steps=finetune_steps,
-)
+cfg = profiles.from_namespace(globals())  # validates every parameter, fills profile defaults
 if num_threads < 1:
     raise ValueError(f"num_threads must be >= 1, got {num_threads}")
 out = OutputWriter(cfg.profile, "04_finetuning", {**cfg.as_dict(), "num_threads": num_threads})

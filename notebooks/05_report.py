@@ -50,11 +50,7 @@ from convexlib.outputs import OutputWriter
 from convexlib.paths import figures_dir
 from convexlib.plotting import fig2_panels, model_colours, overlay_paper
 
-cfg = profiles.resolve(
-    profile=profile, data_root=data_root, cache_dir=cache_dir, device=device, seed=seed, n_seeds=n_seeds,
-    n_neighbors=n_neighbors, max_paths=max_paths, images_per_class=images_per_class, min_class_size=min_class_size,
-    models=models, batch_size=batch_size,
-)
+cfg = profiles.from_namespace(globals())  # validates every parameter, fills profile defaults
 here = figures_dir(cfg.profile)
 main = report.load_if_exists(here / "layerwise.csv")
 if main is None:

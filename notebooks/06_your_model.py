@@ -55,10 +55,7 @@ from convexlib import profiles, stats
 from convexlib.outputs import OutputWriter
 from convexlib.plotting import fig2_panels, fig2c, fig_a1, model_colours
 
-cfg = profiles.resolve(
-    profile=profile, data_root=data_root, cache_dir=cache_dir, device=device, seed=seed, n_neighbors=n_neighbors,
-    max_paths=max_paths, min_class_size=min_class_size,
-)
+cfg = profiles.from_namespace(globals())  # validates every parameter, fills profile defaults
 if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 0:
     raise ValueError(f"n_boot must be an int >= 0, got {n_boot!r}")
 srcs = B.validate_sources(sources)
