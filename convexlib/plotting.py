@@ -205,7 +205,8 @@ def fig2c(per_layer: dict[str, pd.DataFrame], reference: pd.DataFrame | None = N
     depth_axis(ax)
     ax.grid(alpha=0.3)
     if notes:
-        ax.text(0.02, 0.02, "\n".join(notes), transform=ax.transAxes, fontsize=7, va="bottom", color="firebrick")
+        ax.text(0.5, 0.5, "\n".join(notes), transform=ax.transAxes, fontsize=9, ha="center", va="center",
+                color="firebrick", bbox={"facecolor": "white", "edgecolor": "firebrick", "alpha": 0.9})
     ax.legend(fontsize=7, loc="upper right", frameon=False)
     fig.tight_layout()
     return fig

@@ -63,7 +63,7 @@ per_layer = {g: stats.per_layer_correlation(w, pairing=pairing, n_boot=n_boot, s
 table = pd.concat([df.assign(group=g) for g, df in per_layer.items()], ignore_index=True)
 out.table(table[["group", "position", "depth", "r", "ci_low", "ci_high", "n_models", "computable", "reason"]],
           "fig2c_per_layer_correlation", title="Fig. 2c: per-layer Pearson R across models")
-reference = pd.read_csv(repo_root() / "reference" / "fig2c.csv") if profile == "paper" else None
+reference = pd.read_csv(repo_root() / "reference" / "fig2c.csv")  # the paper's 11 digitised points, for context
 fig = fig2c(per_layer, reference)
 out.figure(fig, "fig2c_per_layer_correlation")
 table
