@@ -16,6 +16,7 @@ points = mean + N(0, I), k = 10, up to 5,000 ordered pairs per class.
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import resource
 import subprocess
@@ -70,7 +71,7 @@ def measure(kind: str, n: int, c: int, jobs: int, timeout: float) -> dict | None
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True)
     except subprocess.TimeoutExpired:
         return None
-    return eval(p.stdout.strip().splitlines()[-1])  # our own repr output
+    return ast.literal_eval(p.stdout.strip().splitlines()[-1])  # our own repr output
 
 
 def main() -> None:

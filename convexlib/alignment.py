@@ -54,6 +54,18 @@ def check_finite(X: np.ndarray, name: str = "X") -> np.ndarray:
     return arr
 
 
+def power_of_two_below(x: float) -> float:
+    """The power of two ``s`` with ``x / s`` in [1, 2), for ``x > 0`` (1.0 otherwise).
+
+    Dividing an array by ``s`` is exact in floating point (barring subnormals): every sum, difference, product
+    ordering and tie is kept, while the values come to order 1 (no overflow of squares at 1e300, no underflow at
+    1e-300).
+    """
+    if not x > 0:
+        return 1.0
+    return float(np.ldexp(1.0, int(np.frexp(x)[1]) - 1))
+
+
 def validate_triplets(triplets: np.ndarray, n_items: int | None = None, name: str = "triplets") -> np.ndarray:
     """Check a triplet array and return it as ``int64`` of shape (N, 3).
 
@@ -121,12 +133,15 @@ def standardize(
         raise ValueError(f"reference must have shape (m, {X.shape[1]}), got {ref.shape}")
     mu = ref.mean(axis=0) if center else np.zeros(X.shape[1])
     out = X - mu
+    # spreads computed on (ref - mu) / peak and scaled back: no overflow of squares at 1e200, no underflow at 1e-200
+    peak = float(np.abs(ref - mu).max()) if ref.size else 0.0
+    peak = peak if peak > 0 else 1.0
     if scale == "scalar":
-        s = float((ref - mu).std())
+        s = peak * float(((ref - mu) / peak).std())
         if s > 0:
             out = out / s
     elif scale == "dim":
-        s = (ref - mu).std(axis=0)
+        s = peak * ((ref - mu) / peak).std(axis=0)
         out = out / np.where(s > 0, s, 1.0)
     elif scale != "none":
         raise ValueError(f"scale must be 'none', 'scalar' or 'dim', got {scale!r}")
@@ -152,6 +167,8 @@ def similarity_matrix(X: np.ndarray, similarity: Similarity = "cosine") -> np.nd
         Cosine similarity of a zero vector (undefined).
     """
     X = np.asarray(X, dtype=np.float64)
+    if similarity not in ("cosine", "dot", "euclidean"):
+        raise ValueError(f"similarity must be 'cosine', 'dot' or 'euclidean', got {similarity!r}")
     if similarity == "dot":
         return X @ X.T
     if similarity == "cosine":
@@ -164,12 +181,12 @@ def similarity_matrix(X: np.ndarray, similarity: Similarity = "cosine") -> np.nd
             )
         Y = X / norms[:, None]
         return Y @ Y.T
-    if similarity == "euclidean":
-        sq = np.einsum("ij,ij->i", X, X)
-        d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (X @ X.T), 0.0)
-        np.fill_diagonal(d2, 0.0)
-        return -np.sqrt(d2)
-    raise ValueError(f"similarity must be 'cosine', 'dot' or 'euclidean', got {similarity!r}")
+    # euclidean
+    X = X - X.mean(axis=0)  # distances do not depend on the origin; a far origin would cost digits
+    sq = np.einsum("ij,ij->i", X, X)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (X @ X.T), 0.0)
+    np.fill_diagonal(d2, 0.0)
+    return -np.sqrt(d2)
 
 
 @dataclass(frozen=True)
@@ -236,7 +253,8 @@ def odd_one_out_accuracy(
     X = check_finite(X)
     t = validate_triplets(triplets, X.shape[0])
     Z = standardize(X, center=center, scale=scale)
-    S = similarity_matrix(Z, similarity)
+    # a power of two changes no similarity ranking and no tie; it keeps products from overflow and underflow
+    S = similarity_matrix(Z / power_of_two_below(float(np.abs(Z).max()) if Z.size else 0.0), similarity)
     sims = _triplet_similarities(S, t)
     top = sims.max(axis=1)
     n_top = (sims == top[:, None]).sum(axis=1)

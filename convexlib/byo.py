@@ -44,6 +44,8 @@ import pandas as pd
 from . import experiments as E
 from . import stats
 from .data.sets import ImageSet, TextSet
+from .convexity import check_count
+from .convexity import missing_labels as none_or_nan
 
 PathLike = str | os.PathLike
 
@@ -210,15 +212,9 @@ def load_layer_arrays(path: PathLike) -> dict[int, np.ndarray]:
 def missing_labels(labels: Sequence | np.ndarray) -> np.ndarray:
     """Boolean mask of labels that mark "no class": ``None``, NaN, and empty or blank strings."""
     arr = np.asarray(labels, dtype=object)
-    out = np.zeros(len(arr), dtype=bool)
-    for i, v in enumerate(arr.tolist()):
-        if v is None:
-            out[i] = True
-        elif isinstance(v, (float, np.floating)) and np.isnan(v):
-            out[i] = True
-        elif isinstance(v, (str, bytes)) and not v.strip():
-            out[i] = True
-    return out
+    blank = np.fromiter((isinstance(v, (str, bytes)) and not v.strip() for v in arr.tolist()), dtype=bool,
+                        count=len(arr))
+    return none_or_nan(arr) | blank
 
 
 def _normalise_labels(raw: np.ndarray, where: str) -> np.ndarray:
@@ -346,8 +342,7 @@ def labelled_set(
     LabelledSet with ``rows`` (ascending), ``labels`` (str) and ``dropped`` (class -> size); its ``items`` is a
     placeholder :class:`TextSet` of row names (the features are given directly).
     """
-    if isinstance(min_class_size, bool) or not isinstance(min_class_size, (int, np.integer)) or min_class_size < 2:
-        raise ValueError(f"min_class_size must be an int >= 2, got {min_class_size!r}")
+    min_class_size = check_count(min_class_size, "min_class_size", 2)
     lab = _normalise_labels(np.asarray(labels, dtype=object), "labels")
     n = len(lab)
     keep = ~missing_labels(lab)

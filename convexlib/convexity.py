@@ -47,17 +47,37 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components, dijkstra
 
-from .alignment import check_finite
+from .alignment import check_finite, power_of_two_below
 
 Metric = Literal["euclidean", "cosine"]
 Duplicates = Literal["drop", "connect"]
 
-__all__ = ["ConvexityResult", "knn_graph", "graph_convexity", "encode_labels", "sample_pairs"]
+__all__ = ["ConvexityResult", "knn_graph", "graph_convexity", "encode_labels", "missing_labels", "sample_pairs"]
 
 
 # --------------------------------------------------------------------------------------------------------------
 # labels and pairs
 # --------------------------------------------------------------------------------------------------------------
+
+
+def check_count(value: object, name: str, minimum: int = 1) -> int:
+    """``value`` as an int if it is an integer (not a bool) of at least ``minimum``; else ``ValueError``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def missing_labels(labels: Sequence[Hashable] | np.ndarray) -> np.ndarray:
+    """Boolean mask, shape (n,), of labels that are missing: ``None`` or a float NaN."""
+    arr = np.asarray(labels, dtype=object) if not isinstance(labels, np.ndarray) else labels
+    if arr.dtype.kind == "f":
+        return np.isnan(arr)
+    if arr.dtype.kind != "O":
+        return np.zeros(arr.shape, dtype=bool)
+    return np.fromiter(
+        (v is None or (isinstance(v, (float, np.floating)) and v != v) for v in arr.ravel().tolist()),
+        dtype=bool, count=arr.size,
+    ).reshape(arr.shape)
 
 
 def encode_labels(labels: Sequence[Hashable] | np.ndarray) -> tuple[np.ndarray, list]:
@@ -77,6 +97,12 @@ def encode_labels(labels: Sequence[Hashable] | np.ndarray) -> tuple[np.ndarray, 
     arr = np.asarray(labels, dtype=object) if not isinstance(labels, np.ndarray) else labels
     if arr.ndim != 1:
         raise ValueError(f"labels must be 1-d, got shape {arr.shape}")
+    missing = np.flatnonzero(missing_labels(arr))
+    if len(missing):
+        raise ValueError(
+            f"labels contain {len(missing)} missing value(s) (None/NaN), first rows: {missing[:5].tolist()}; "
+            "drop those points first (keep = labels that are not missing; X[keep], labels[keep])"
+        )
     try:
         classes, codes = np.unique(arr, return_inverse=True)
         return codes.ravel().astype(np.int64), classes.tolist()
@@ -117,16 +143,46 @@ def sample_pairs(n: int, max_paths: int, rng: np.random.Generator) -> np.ndarray
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _prepare(X: np.ndarray, metric: Metric) -> np.ndarray:
+def _exact_frame(X: np.ndarray, metric: Metric) -> tuple[np.ndarray, float]:
+    """The points in the frame distances are computed in, and the factor back to the units of ``X``.
+
+    Returns
+    -------
+    Z : ndarray of shape (n, d), float64
+        Euclidean: ``X / s`` with ``s`` the power of two at or just below ``max |X|``. Dividing by a power of two is
+        exact in floating point, so every difference, distance and tie is that of ``X`` scaled by ``1 / s``: the
+        graph, its tie-breaks and its shortest paths are bit for bit those of ``X``, but no square overflows at
+        1e300 or underflows at 1e-300. Cosine: rows scaled to unit length (cosine is scale-invariant per row).
+    s : float
+        Euclidean distances in ``Z`` times ``s`` are those in ``X``; 1.0 for cosine.
+    """
+    if X.shape[1] == 0:
+        raise ValueError("X has no features (shape (n, 0))")
     if metric == "euclidean":
-        return X
+        peak = float(np.abs(X).max())
+        if peak == 0 or (X == X[0]).all():
+            raise ValueError("all points of X are identical: the kNN graph has no edges")
+        s = power_of_two_below(peak)  # max |X / s| in [1, 2), exactly
+        return X / s, s
     if metric == "cosine":
-        norms = np.linalg.norm(X, axis=1)
-        zero = np.nonzero(norms == 0)[0]
+        peak = np.abs(X).max(axis=1)
+        zero = np.nonzero(peak == 0)[0]
         if len(zero):
             raise ValueError(f"cosine distance is undefined for zero vectors; rows {zero[:5].tolist()} are zero")
-        return X / norms[:, None]
+        Y = X / peak[:, None]
+        return Y / np.linalg.norm(Y, axis=1)[:, None], 1.0
     raise ValueError(f"metric must be 'euclidean' or 'cosine', got {metric!r}")
+
+
+def _search_frame(Z: np.ndarray, metric: Metric) -> np.ndarray:
+    """float32 points for the fast candidate search, shape (n, d): Euclidean ``Z`` centred and divided by its RMS
+    distance to the centre (one positive factor on all distances, so neighbour ranks are kept, and no digits are
+    lost to a large mean), cosine ``Z`` as it is. Candidates are re-ranked exactly in ``Z``."""
+    if metric == "cosine":
+        return Z.astype(np.float32)
+    Y = Z - Z.mean(axis=0)
+    rms = float(np.sqrt(np.einsum("ij,ij->", Y, Y) / len(Y)))
+    return (Y / rms).astype(np.float32)
 
 
 def _exact_distances(Y: np.ndarray, rows: np.ndarray, cand: np.ndarray, metric: Metric) -> np.ndarray:
@@ -136,6 +192,16 @@ def _exact_distances(Y: np.ndarray, rows: np.ndarray, cand: np.ndarray, metric: 
     if metric == "cosine":
         d = 0.5 * d * d  # 1 - cos(u, v) for unit vectors u, v
     return d
+
+
+def _check_graph_args(n: int, n_neighbors: object, duplicates: object) -> int:
+    """``n_neighbors`` as an int after checking it against ``n`` points, and the ``duplicates`` rule."""
+    k = check_count(n_neighbors, "n_neighbors")
+    if k >= n:
+        raise ValueError(f"n_neighbors ({k}) must be smaller than the number of points ({n})")
+    if duplicates not in ("drop", "connect"):
+        raise ValueError(f"duplicates must be 'drop' or 'connect', got {duplicates!r}")
+    return k
 
 
 def knn_graph(
@@ -167,15 +233,19 @@ def knn_graph(
         between duplicates are stored as explicit zeros.
     """
     X = check_finite(X)
-    n = X.shape[0]
-    if not isinstance(n_neighbors, (int, np.integer)) or n_neighbors < 1:
-        raise ValueError(f"n_neighbors must be a positive integer, got {n_neighbors!r}")
-    if n_neighbors >= n:
-        raise ValueError(f"n_neighbors ({n_neighbors}) must be smaller than the number of points ({n})")
-    if duplicates not in ("drop", "connect"):
-        raise ValueError(f"duplicates must be 'drop' or 'connect', got {duplicates!r}")
-    Y = _prepare(X.astype(np.float64, copy=False), metric)
-    Yf = Y.astype(np.float32)
+    n_neighbors = _check_graph_args(X.shape[0], n_neighbors, duplicates)
+    Z, scale = _exact_frame(X.astype(np.float64, copy=False), metric)
+    A = _knn_in_frame(Z, n_neighbors, metric, duplicates, block_size)
+    if scale != 1.0:
+        A.data *= scale  # exact: a power of two
+    return A
+
+
+def _knn_in_frame(Y: np.ndarray, n_neighbors: int, metric: Metric, duplicates: Duplicates,
+                  block_size: int) -> sp.csr_matrix:
+    """:func:`knn_graph` of points already in their exact frame (see :func:`_exact_frame`), weights in it."""
+    n = Y.shape[0]
+    Yf = _search_frame(Y, metric)
     sq = np.einsum("ij,ij->i", Yf, Yf)
     k_take = n_neighbors + 1 if duplicates == "drop" else n_neighbors
     n_cand = min(n, k_take + 16)  # candidates from the fast float32 search, re-ranked exactly
@@ -226,7 +296,6 @@ _FORK_LOCK = threading.Lock()
 def _score_source(
     graph: sp.csr_matrix,
     Y: np.ndarray,
-    sq: np.ndarray,
     codes: np.ndarray,
     metric: Metric,
     source: int,
@@ -244,8 +313,9 @@ def _score_source(
     ratio : float
         Largest path length to a target over the largest direct distance (to tune ``factor``).
     """
-    d2 = np.maximum(sq[targets] + sq[source] - 2.0 * (Y[targets] @ Y[source]), 0.0)
-    direct = float(d2.max()) if metric == "cosine" else float(np.sqrt(d2.max()))
+    diff = Y[targets] - Y[source]
+    d2 = float(np.einsum("ij,ij->i", diff, diff).max())
+    direct = d2 if metric == "cosine" else float(np.sqrt(d2))
     if metric == "cosine":
         direct *= 0.5
     direct = max(direct, 1e-12)
@@ -280,7 +350,7 @@ def _score_chunk(chunk: list[tuple[int, np.ndarray]], g: dict | None = None) -> 
     factor = 1.5
     out = []
     for s, t in chunk:
-        scores, ratio = _score_source(g["graph"], g["Y"], g["sq"], g["codes"], g["metric"], s, t, factor)
+        scores, ratio = _score_source(g["graph"], g["Y"], g["codes"], g["metric"], s, t, factor)
         out.append(scores)
         ratios.append(ratio)
         if len(ratios) % 16 == 0:
@@ -304,7 +374,7 @@ def _score_all(
     can_fork = "fork" in mp.get_all_start_methods()
     n_chunks = max(1, min(len(jobs) // 200, 64 * workers))
     bar = tqdm(total=len(jobs), desc="shortest paths", unit="src", disable=not progress, leave=False)
-    g = dict(graph=graph, Y=Y, sq=np.einsum("ij,ij->i", Y, Y), codes=codes, metric=metric)
+    g = dict(graph=graph, Y=Y, codes=codes, metric=metric)
     try:
         if workers == 1 or not can_fork or len(jobs) < 2000:
             out = []
@@ -493,8 +563,8 @@ def graph_convexity(
     lab = np.asarray(labels, dtype=object) if not isinstance(labels, np.ndarray) else labels
     if lab.ndim != 1 or len(lab) != n:
         raise ValueError(f"labels must be 1-d with one label per row of X ({n}), got shape {np.shape(lab)}")
-    if not isinstance(max_paths, (int, np.integer)) or max_paths < 1:
-        raise ValueError(f"max_paths must be a positive integer, got {max_paths!r}")
+    max_paths = check_count(max_paths, "max_paths")
+    seed = check_count(seed, "seed", minimum=0)
     codes, classes = encode_labels(lab)
     counts = np.bincount(codes, minlength=len(classes))
     skipped = [classes[c] for c in range(len(classes)) if counts[c] < 2]
@@ -503,8 +573,10 @@ def graph_convexity(
             f"graph convexity needs at least two classes with 2 or more points; got {int((counts >= 2).sum())} "
             f"(class sizes: {dict(zip(map(str, classes), counts.tolist()))})"
         )
-    graph = knn_graph(X, n_neighbors, metric=metric, duplicates=duplicates)
-    Y = _prepare(X.astype(np.float64, copy=False), metric)
+    n_neighbors = _check_graph_args(n, n_neighbors, duplicates)
+    # graph and direct distances in the exact frame: paths and ties as in X, weights divided by a power of two
+    Y, _ = _exact_frame(X.astype(np.float64, copy=False), metric)
+    graph = _knn_in_frame(Y, n_neighbors, metric, duplicates, 1024)
     _, comp = connected_components(graph, directed=False)
 
     pairs, scores, unreach = _convexity_of_codes(graph, Y, codes, comp, metric, max_paths, seed, n_jobs, progress)

@@ -72,7 +72,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from . import models as _models
 from .cache import array_checksum, cached_arrays
-from .convexity import encode_labels
+from .convexity import check_count, encode_labels
 from .data.sets import ImageDataset, ImageSet
 from .models import LoadedModel, ModelSpec
 
@@ -114,8 +114,7 @@ def segment_lambdas(n_sampled: int) -> np.ndarray:
     Formed exactly as the reference code does (``(i + 1) * (1 / (n + 1))``), so float32 interpolation is
     bit-identical to it.
     """
-    if isinstance(n_sampled, bool) or not isinstance(n_sampled, (int, np.integer)) or n_sampled < 1:
-        raise ValueError(f"n_sampled must be a positive int, got {n_sampled!r}")
+    n_sampled = check_count(n_sampled, "n_sampled", 1)
     step = 1 / (int(n_sampled) + 1)
     return np.array([(i + 1) * step for i in range(int(n_sampled))], dtype=np.float64)
 
@@ -171,8 +170,7 @@ def sample_unordered_pairs(n: int, max_pairs: int, rng: np.random.Generator | np
     """
     if n < 2:
         raise ValueError(f"need at least 2 items to form a pair, got {n}")
-    if isinstance(max_pairs, bool) or not isinstance(max_pairs, (int, np.integer)) or max_pairs < 1:
-        raise ValueError(f"max_pairs must be a positive int, got {max_pairs!r}")
+    max_pairs = check_count(max_pairs, "max_pairs", 1)
     total = n * (n - 1) // 2
     m = min(int(max_pairs), total)
     if isinstance(rng, np.random.RandomState):
@@ -1002,10 +1000,8 @@ def euclidean_convexity(
     lab = np.asarray(labels, dtype=object) if not isinstance(labels, np.ndarray) else labels
     if lab.ndim != 1 or len(lab) != n:
         raise ValueError(f"labels must be 1-d with one label per item ({n}), got shape {np.shape(lab)}")
-    if isinstance(n_pairs, bool) or not isinstance(n_pairs, (int, np.integer)) or n_pairs < 1:
-        raise ValueError(f"n_pairs must be a positive int, got {n_pairs!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    n_pairs = check_count(n_pairs, "n_pairs", 1)
+    batch_size = check_count(batch_size, "batch_size", 1)
     lambdas = segment_lambdas(n_sampled)
     if classifier is None:
         if net.head_module is None:

@@ -119,6 +119,19 @@ def evaluation_sets(cfg: Config, spec: ModelSpec, seed: int | None = None) -> tu
     return sets, oooa
 
 
+def class_counts(cfg: Config) -> dict[str, int]:
+    """Number of classes C of every convexity set the profile's models use (set name -> C).
+
+    1/C is the share of a path's interior that a random class assignment would keep in the class on average (the
+    paper's 1/27 line); the label-permutation baseline is the same idea measured on the actual graph.
+    """
+    out: dict[str, int] = {}
+    for name in cfg.models:
+        for s in evaluation_sets(cfg, get_spec(name))[0]:
+            out.setdefault(s.name, len(s.class_sizes()))
+    return out
+
+
 THINGS_NOISE_CEILING = 67.22  # percent, Hebart et al. 2020 (the paper's §2.2)
 
 
@@ -355,7 +368,7 @@ def transform_rows(
         cv = T.cross_validate(
             feats_t[layer], trip, lambdas=tuple(lambdas or T.DEFAULT_LAMBDAS), k=3, seed=cfg.seed,
             train_source=train_source, vice_embedding=vice, n_simulated=cfg.n_simulated,
-            n_simulated_val=max(1000, cfg.n_simulated // 10), cache=cache, progress=progress,
+            n_simulated_val=max(1000, cfg.n_simulated // 10), cache=cache, progress=progress, n_jobs=-1,
         )
         conv = T.convexity_before_after(
             cv.transform, feats_c[layer][lset.rows], lset.labels, seed=cfg.seed, n_neighbors=cfg.n_neighbors,

@@ -71,6 +71,7 @@ from . import __version__
 from . import data as D
 from . import models as _models
 from .cache import canonical_json, key_digest
+from .convexity import check_count
 from .data import layout
 from .features import things_texts
 from .models import LoadedModel, ModelSpec
@@ -251,7 +252,7 @@ def table2(
     num = list(TABLE2_COLUMNS[1:])
     values = np.array([[r[c] for c in num] for r in rows], dtype=np.float64)
     n = len(rows)
-    blank = {"pretrained": "", "finetuned": "", "layer": 0, "convexity_set": "", "oooa_set": ""}
+    blank = {"pretrained": "", "finetuned": "", "layer": "", "convexity_set": "", "oooa_set": ""}
     avg = {"model": AVG_ROW, **dict(zip(num, values.mean(axis=0))), **blank,
            "note": f"mean over {n} pair{'s' if n > 1 else ''}"}
     if n >= 2:
@@ -323,8 +324,7 @@ def split_concepts(n: int = layout.N_THINGS, seed: int = 42) -> tuple[np.ndarray
     eval_idx : ndarray of shape (n - n // 2,), int64, sorted
         Disjoint; together they are ``0..n-1``. The same seed gives the same halves (NumPy ``default_rng``).
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
-        raise ValueError(f"n must be an int >= 2, got {n!r}")
+    n = check_count(n, "n", 2)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ValueError(f"seed must be an int, got {seed!r}")
     perm = np.random.default_rng(int(seed)).permutation(int(n))

@@ -75,7 +75,8 @@ def layer_curves(
     ----------
     ax : matplotlib Axes
     wide : DataFrame with columns ``group``, ``depth`` and ``metric`` (and ``err`` for error bars).
-    hlines : (y, label) pairs drawn dashed (chance, ceiling, baseline).
+    hlines : (y, label) pairs drawn dashed with the label at the right (chance, ceiling, baseline), or
+        (y, label, "left") drawn dotted with the label at the left.
     linestyle_by : a column whose value "finetuned" draws a dashed line (pretrained solid).
     """
     keys = list(dict.fromkeys(wide[group].tolist()))
@@ -93,10 +94,11 @@ def layer_curves(
             ax.errorbar(g["depth"], g[metric], yerr=g[err], capsize=2, **kw)
         else:
             ax.plot(g["depth"], g[metric], **kw)
-    for y, lab in hlines:
-        ax.axhline(y, color="grey", linestyle="--", linewidth=1)
-        ax.annotate(lab, (1.0, y), xytext=(-2, 2), textcoords="offset points", ha="right", va="bottom",
-                    fontsize=7, color="grey")
+    for y, lab, *where in hlines:
+        left = bool(where) and where[0] == "left"
+        ax.axhline(y, color="grey", linestyle=":" if left else "--", linewidth=1)
+        ax.annotate(lab, (0.0 if left else 1.0, y), xytext=(2 if left else -2, 2), textcoords="offset points",
+                    ha="left" if left else "right", va="bottom", fontsize=7, color="grey")
     depth_axis(ax)
     if ylim:
         ax.set_ylim(*ylim)
@@ -124,6 +126,7 @@ def fig2_panels(
     *,
     ceilings: dict[str, float] | None = None,
     chance_oooa: float = 100 / 3,
+    n_classes: dict[str, int] | None = None,
 ) -> "plt.Figure":
     """Fig. 2a/2b-style panels: convexity per convexity set, OOOA per triplet set, one line per model.
 
@@ -132,6 +135,8 @@ def fig2_panels(
     tidy : DataFrame from :func:`convexlib.experiments.layerwise`.
     ceilings : triplet-set name -> noise ceiling in percent (dashed line).
     chance_oooa : chance level of OOOA in percent.
+    n_classes : convexity-set name -> number of classes C; draws the 1/C line (the paper's 1/27) beside the
+        label-permutation baseline.
     """
     colours = model_colours(tidy)
     labels = tidy.drop_duplicates("model").set_index("model")["label"].to_dict()
@@ -150,6 +155,9 @@ def fig2_panels(
             index=["model", "depth", "group"], columns="metric", values="value").reset_index()
         base = sub["convexity_baseline"].mean() if "convexity_baseline" in sub else np.nan
         hl = [(float(base), f"permuted labels ({base:.1f}%)")] if np.isfinite(base) else []
+        if n_classes and n_classes.get(ds):
+            c = int(n_classes[ds])
+            hl.append((100.0 / c, f"1/C = 1/{c} ({100 / c:.1f}%)", "left"))
         layer_curves(ax, sub, "convexity", colours=colours, err="convexity_sem", hlines=hl,
                      ylabel="Convexity [%]", title=f"Graph convexity: {ds}", ylim=(0, 100), linestyle_by="group")
     for ax, ds in zip(axes[len(conv_sets):], oooa_sets):

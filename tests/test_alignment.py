@@ -108,6 +108,27 @@ def test_bad_triplets(T, match):
         odd_one_out_accuracy(X, T)
 
 
+_MODES = [("cosine", True), ("dot", False), ("euclidean", True), ("euclidean", False)]
+
+
+@pytest.mark.parametrize(
+    "similarity, center, offset, factor",
+    [(*m, 0.0, f) for m in _MODES for f in (1e200, 1e-200)]
+    # an offset changes the dot product itself; only the translation-invariant modes must ignore it
+    + [(*m, 1e8, 1.0) for m in _MODES if m[0] != "dot"],
+)
+def test_oooa_invariant_to_extreme_scale_and_offset(similarity, center, offset, factor):
+    # the predictions must not depend on the units of X: products of 1e200 overflow, of 1e-200 underflow, and a far
+    # origin costs the digits of a Euclidean distance
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(60, 16))
+    T = np.stack([rng.choice(60, 3, replace=False) for _ in range(400)])
+    base = odd_one_out_accuracy(X, T, similarity=similarity, center=center)
+    moved = odd_one_out_accuracy((X + offset) * factor, T, similarity=similarity, center=center)
+    assert (moved.predictions == base.predictions).all()
+    assert 0.2 < base.accuracy < 0.5
+
+
 def test_bad_representations():
     T = np.array([[0, 1, 2]])
     with pytest.raises(ValueError, match="NaN"):

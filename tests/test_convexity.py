@@ -53,6 +53,20 @@ def test_invariance_rotation_translation_scaling():
     assert other.score == pytest.approx(base.score, abs=1e-9)
 
 
+@pytest.mark.parametrize("offset, factor", [(1e4, 1.0), (1e6, 1.0), (0.0, 1e20), (0.0, 1e-40), (0.0, 1e300),
+                                           (0.0, 1e-300)])
+def test_invariance_at_extreme_offset_and_scale(offset, factor):
+    # a float32 neighbour search on raw coordinates loses the digits that tell neighbours apart under a large
+    # offset, and overflows/underflows at extreme scales; the graph must be the same as for the plain data
+    X, labels = _blobs(4, n=200)
+    base = graph_convexity(X, labels, max_paths=300, seed=1)
+    ref = knn_graph(X, 10)
+    moved = (X + offset) * factor
+    assert (knn_graph(moved, 10) != 0).toarray().tolist() == (ref != 0).toarray().tolist()
+    assert graph_convexity(moved, labels, max_paths=300, seed=1).class_scores == pytest.approx(
+        base.class_scores, abs=1e-9)
+
+
 def test_two_separated_blobs_are_fully_convex():
     rng = np.random.default_rng(0)
     X = np.vstack([rng.normal(size=(40, 5)), rng.normal(size=(40, 5)) + 50])
@@ -210,6 +224,13 @@ def test_parallel_equals_serial():
         (np.arange(8.0).reshape(4, 2), [0, 0, 0, 0], {"n_neighbors": 1}, "at least two classes"),
         (np.arange(8.0).reshape(4, 2), [0, 0, 1, 1], {"n_neighbors": 4}, "smaller than the number of points"),
         (np.arange(4.0), [0, 0, 1, 1], {"n_neighbors": 1}, "2-d"),
+        (np.ones((6, 3)), [0, 0, 0, 1, 1, 1], {"n_neighbors": 2}, "identical"),
+        (np.zeros((6, 0)), [0, 0, 0, 1, 1, 1], {"n_neighbors": 2}, "no features"),
+        (np.arange(12.0).reshape(6, 2), ["a", "a", "b", "b", None, None], {"n_neighbors": 2}, "missing"),
+        (np.arange(12.0).reshape(6, 2), [0.0, 0.0, 1.0, 1.0, np.nan, np.nan], {"n_neighbors": 2}, "missing"),
+        (np.arange(12.0).reshape(6, 2), [0, 0, 0, 1, 1, 1], {"n_neighbors": True}, "n_neighbors"),
+        (np.arange(12.0).reshape(6, 2), [0, 0, 0, 1, 1, 1], {"n_neighbors": 2, "seed": -1}, "seed"),
+        (np.arange(12.0).reshape(6, 2), [0, 0, 0, 1, 1, 1], {"n_neighbors": 2, "max_paths": 2.5}, "max_paths"),
     ],
 )
 def test_bad_input_raises(X, labels, kwargs, match):

@@ -363,3 +363,20 @@ def test_convexity_before_after():
     table = tf.table_row("toy", 12, cv, row)
     assert table["oooa_delta"] == pytest.approx(table["oooa_transf"] - table["oooa_heldout_before"])
     assert table["convexity_delta"] == row["convexity_delta"] and "before" not in table
+
+
+def test_concurrent_fits_equal_serial_fits():
+    """n_jobs=2 runs the (lambda, fold) fits in threads: every fit and the chosen model are those of the serial run."""
+    _, _, X, t = _latent_problem(n=90, p=3, n_triplets=3000)
+    kw = dict(lambdas=(1e-3, 1e-1), device="cpu", num_threads=1, **FAST)
+    threads = torch.get_num_threads()
+    serial = cross_validate(X, t, n_jobs=1, **kw)
+    threaded = cross_validate(X, t, n_jobs=2, **kw)
+    assert torch.get_num_threads() == threads  # the caller's thread count is restored
+    assert threaded.chosen_lambda == serial.chosen_lambda
+    np.testing.assert_array_equal(threaded.transform.weights, serial.transform.weights)
+    np.testing.assert_array_equal(threaded.correct_after, serial.correct_after)
+    for lam in kw["lambdas"]:
+        np.testing.assert_array_equal(threaded.val_loss[lam], serial.val_loss[lam])
+    with pytest.raises(ValueError, match="n_jobs"):
+        cross_validate(X, t, n_jobs=0, **kw)
