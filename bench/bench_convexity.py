@@ -3,7 +3,8 @@
     .venv/bin/python bench/bench_convexity.py                 # everything
     .venv/bin/python bench/bench_convexity.py --skip-reference --sizes 10000 50000
 
-Synthetic data, the same for both implementations: 768-d, class means drawn from N(0, I) scaled by ``--sep``,
+Each measurement runs in a fresh process after one small untimed warm-up call of the same implementation (imports,
+first process pool). Synthetic data, the same for both implementations: 768-d, class means drawn from N(0, I) scaled by ``--sep``,
 points = mean + N(0, I), k = 10, up to 5,000 ordered pairs per class.
 
 1. ours vs the reference package nnconvexity 0.1.1 at N = 500, 1,000, 2,000, 4,000 (10 classes): wall time,
@@ -16,7 +17,7 @@ points = mean + N(0, I), k = 10, up to 5,000 ordered pairs per class.
 from __future__ import annotations
 
 import argparse
-import ast
+import json
 import os
 import resource
 import subprocess
@@ -38,6 +39,8 @@ def run_ours(n: int, n_classes: int, n_jobs: int) -> dict:
     from convexlib.convexity import graph_convexity
 
     X, y = synthetic(n, n_classes)
+    Xw, yw = synthetic(100, 2, seed=1)  # warm-up: lazy imports and the first process pool, not timed
+    graph_convexity(Xw, yw, n_neighbors=10, max_paths=50, seed=0, n_jobs=n_jobs)
     t0 = time.perf_counter()
     r = graph_convexity(X, y, n_neighbors=10, max_paths=5000, seed=42, n_jobs=n_jobs)
     dt = time.perf_counter() - t0
@@ -48,6 +51,8 @@ def run_reference(n: int, n_classes: int) -> dict:
     from nnconvexity.graph import compute_graph_convexity
 
     X, y = synthetic(n, n_classes)
+    Xw, yw = synthetic(100, 2, seed=1)  # warm-up, not timed (as for ours)
+    compute_graph_convexity(Xw.astype(np.float64), yw, n_neighbors=10, max_n_paths=50)
     np.random.seed(42)
     t0 = time.perf_counter()
     mean, per = compute_graph_convexity(X.astype(np.float64), y, n_neighbors=10, max_n_paths=5000)
@@ -61,8 +66,8 @@ def child(args: list[str]) -> None:
     out = run_ours(n, c, jobs) if kind == "ours" else run_reference(n, c)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # GiB (ru_maxrss is KiB on Linux)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
-    print(repr({"time": out["time"], "score": out["score"], "classes": out["classes"], "peak_gib": peak,
-                "peak_child_gib": kids, "paths": out.get("paths")}))
+    print(json.dumps({"time": out["time"], "score": out["score"], "classes": out["classes"], "peak_gib": peak,
+                      "peak_child_gib": kids, "paths": out.get("paths")}, default=float))
 
 
 def measure(kind: str, n: int, c: int, jobs: int, timeout: float) -> dict | None:
@@ -71,7 +76,7 @@ def measure(kind: str, n: int, c: int, jobs: int, timeout: float) -> dict | None
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True)
     except subprocess.TimeoutExpired:
         return None
-    return ast.literal_eval(p.stdout.strip().splitlines()[-1])  # our own repr output
+    return json.loads(p.stdout.strip().splitlines()[-1])  # the child's own JSON line
 
 
 def main() -> None:

@@ -21,13 +21,14 @@ run                    sequential      2-worker LocalCluster  sequential / clust
 =====================  ==============  =====================  ====================  =========================
 1                      118.6 s         126.4 s                0.94                  3.85 -> 3.16 -> 3.96
 2                      114.0 s         133.6 s                0.85                  2.04 -> 2.51 -> 3.54
+3 (2026-12-04)         118.7 s         78.5 s                 1.51                  2.55 -> 1.43 -> 2.30
 =====================  ==============  =====================  ====================  =========================
 
-Both runs wrote byte-identical ``results.csv``. In run 2 the units' own compute times summed to 110 s
-sequentially but 242 s on the two workers (2.2x per unit): the sequential process already keeps both cores busy
-(NumPy/BLAS threads in the kNN step), while Dask workers run single-threaded (``OMP_NUM_THREADS=1``) and compete
-with each other and with other users' jobs for the same two cores. Two workers on two shared cores therefore
-gain nothing; the cluster pays off with more cores or machines than the sequential process can use.
+Every run wrote byte-identical ``results.csv``. In run 2 the units' own compute times summed to 110 s sequentially
+but 242 s on the two workers (2.2x per unit), with other users' jobs on the same two cores; in run 3, on a less
+loaded machine, they summed to 114.0 s and 137.7 s, and the two workers finished 1.51x sooner. On two shared cores
+the gain therefore depends on what else runs; the cluster pays off with more cores or machines than the
+sequential process can use.
 """
 
 from __future__ import annotations

@@ -44,6 +44,7 @@ import pandas as pd
 from . import experiments as E
 from . import stats
 from .data.sets import ImageSet, TextSet
+from .cache import open_npz
 from .convexity import check_count
 from .convexity import missing_labels as none_or_nan
 
@@ -172,15 +173,11 @@ def load_layer_arrays(path: PathLike) -> dict[int, np.ndarray]:
             f = p / names[layer]
             try:
                 arr = np.load(f, allow_pickle=False)
-            except ValueError as exc:
-                raise ValueError(f"{f}: cannot be read as a numeric .npy array ({exc})") from exc
+            except (ValueError, OSError, EOFError) as exc:
+                raise ValueError(f"{f}: cannot be read as a numeric .npy array ({type(exc).__name__}: {exc})") from None
             arrays[layer] = _check_layer_array(arr, str(f))
     elif p.suffix == ".npz":
-        try:
-            npz = np.load(p, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise ValueError(f"{p}: cannot be read as an .npz file ({exc})") from exc
-        with npz:
+        with open_npz(p, "an .npz archive of layers (np.savez(path, layer_1=..., ...))") as npz:
             keys = list(npz.files)
             if not keys:
                 raise ValueError(f"{p}: the .npz file holds no arrays")
@@ -259,8 +256,14 @@ def load_labels(path: PathLike, n_items: int | None = None) -> np.ndarray:
     if suffix == ".npy":
         try:
             raw = np.load(p, allow_pickle=False)
-        except ValueError:  # object arrays (strings with None) need pickle; it is the user's own file
-            raw = np.load(p, allow_pickle=True)
+        except ValueError as exc:  # an object array: loading it would unpickle, which can run arbitrary code
+            raise ValueError(
+                f"{p}: holds Python objects (a pickled object array), which are not loaded because unpickling "
+                "can run code; save the labels as strings, '' for no class "
+                "(np.save(path, np.array(['' if v is None else str(v) for v in labels]))), or as a CSV "
+                f"with a 'label' column ({exc})") from None
+        except (OSError, EOFError) as exc:
+            raise ValueError(f"{p}: cannot be read as an .npy file ({type(exc).__name__}: {exc})") from None
         raw = np.asarray(raw)
         if raw.ndim == 2 and 1 in raw.shape:
             raw = raw.ravel()
@@ -308,8 +311,8 @@ def load_triplets(path: PathLike, n_items: int) -> np.ndarray:
                          f"got {p.suffix or 'no suffix'}")
     try:
         arr = np.load(p, allow_pickle=False)
-    except ValueError as exc:
-        raise ValueError(f"{p}: cannot be read as a numeric .npy array ({exc})") from exc
+    except (ValueError, OSError, EOFError) as exc:
+        raise ValueError(f"{p}: cannot be read as a numeric .npy array ({type(exc).__name__}: {exc})") from None
     return validate_triplets(arr, n_items, name=f"triplets in {p}")
 
 

@@ -58,6 +58,19 @@ _META = "__meta__"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+
+def open_npz(path: str | os.PathLike, what: str = "an .npz archive") -> np.lib.npyio.NpzFile:
+    """``np.load`` of an ``.npz`` archive without pickles; a file that is not one raises a ``ValueError`` that
+    names it and says what was expected (``what``), instead of numpy's or zipfile's own error."""
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path}: cannot be read as {what} ({type(exc).__name__}: {exc})") from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path}: is a single .npy array, not {what}")
+    return npz
+
+
 def _jsonable(obj: Any) -> Any:
     """Convert ``obj`` to plain JSON types; raise TypeError for anything without a faithful text form."""
     if obj is None or isinstance(obj, (bool, str)):

@@ -52,6 +52,10 @@ from .alignment import check_finite, power_of_two_below
 Metric = Literal["euclidean", "cosine"]
 Duplicates = Literal["drop", "connect"]
 
+# Bumped whenever graph_convexity can return other numbers for the same input (cache keys include it):
+# 2 = exact kNN graph (certified float32 search with an exact fallback).
+ALGORITHM_VERSION = 2
+
 __all__ = ["ConvexityResult", "knn_graph", "graph_convexity", "encode_labels", "missing_labels", "sample_pairs"]
 
 
@@ -68,16 +72,24 @@ def check_count(value: object, name: str, minimum: int = 1) -> int:
 
 
 def missing_labels(labels: Sequence[Hashable] | np.ndarray) -> np.ndarray:
-    """Boolean mask, shape (n,), of labels that are missing: ``None`` or a float NaN."""
+    """Boolean mask, shape (n,), of labels that are missing: ``None``, a float NaN, or a pandas missing value
+    (``pd.NA``, ``NaT``; e.g. from an ``Int64`` or ``string`` column)."""
+    import pandas as pd
+
     arr = np.asarray(labels, dtype=object) if not isinstance(labels, np.ndarray) else labels
-    if arr.dtype.kind == "f":
-        return np.isnan(arr)
+    if arr.dtype.kind in "fmM":
+        return np.asarray(pd.isna(arr), dtype=bool)
     if arr.dtype.kind != "O":
         return np.zeros(arr.shape, dtype=bool)
-    return np.fromiter(
-        (v is None or (isinstance(v, (float, np.floating)) and v != v) for v in arr.ravel().tolist()),
-        dtype=bool, count=arr.size,
-    ).reshape(arr.shape)
+
+    def _missing(v: object) -> bool:
+        if v is None or v is pd.NA or v is pd.NaT:
+            return True
+        if isinstance(v, (float, np.floating)):
+            return v != v
+        return isinstance(v, (np.datetime64, np.timedelta64)) and np.isnat(v)
+
+    return np.fromiter((_missing(v) for v in arr.ravel().tolist()), dtype=bool, count=arr.size).reshape(arr.shape)
 
 
 def encode_labels(labels: Sequence[Hashable] | np.ndarray) -> tuple[np.ndarray, list]:
@@ -174,21 +186,32 @@ def _exact_frame(X: np.ndarray, metric: Metric) -> tuple[np.ndarray, float]:
     raise ValueError(f"metric must be 'euclidean' or 'cosine', got {metric!r}")
 
 
-def _search_frame(Z: np.ndarray, metric: Metric) -> np.ndarray:
-    """float32 points for the fast candidate search, shape (n, d): Euclidean ``Z`` centred and divided by its RMS
-    distance to the centre (one positive factor on all distances, so neighbour ranks are kept, and no digits are
-    lost to a large mean), cosine ``Z`` as it is. Candidates are re-ranked exactly in ``Z``."""
+def _search_frame(Z: np.ndarray, metric: Metric) -> tuple[np.ndarray, float]:
+    """Centred points for the candidate search, float64 of shape (n, d), and the factor ``r`` with
+    ``distance_search = distance_exact / r`` (Euclidean: the RMS distance to the centre, so coordinates are of
+    order 1 and no digits are lost to a large mean; cosine: 1, squared search distances are ``2 (1 - cos)``)."""
     if metric == "cosine":
-        return Z.astype(np.float32)
+        return Z, 1.0
     Y = Z - Z.mean(axis=0)
     rms = float(np.sqrt(np.einsum("ij,ij->", Y, Y) / len(Y)))
-    return (Y / rms).astype(np.float32)
+    return Y / rms, rms
+
+
+# Bound on the error of a squared distance |a|^2 + |b|^2 - 2 a.b computed in a floating-point type of unit
+# roundoff u from points rounded to that type: (2 d + 8) u (|a|^2 + |b|^2) covers the rounding of the coordinates,
+# of the two norms and of the dot product (d terms), and of the final sums.
+def _sq_dist_tolerance(d: int, unit: float) -> float:
+    return (2 * d + 8) * unit
 
 
 def _exact_distances(Y: np.ndarray, rows: np.ndarray, cand: np.ndarray, metric: Metric) -> np.ndarray:
     """Distances between ``Y[rows[i]]`` and ``Y[cand[i, j]]``, computed directly in float64, shape cand.shape."""
-    diff = Y[cand] - Y[rows][:, None, :]
-    d = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
+    sq = np.empty(cand.shape, dtype=np.float64)
+    step = max(1, 2**21 // max(1, cand.shape[1] * Y.shape[1]))  # ~16 MB of differences at a time
+    for a in range(0, len(rows), step):
+        diff = Y[cand[a : a + step]] - Y[rows[a : a + step]][:, None, :]
+        sq[a : a + step] = np.einsum("ijk,ijk->ij", diff, diff)
+    d = np.sqrt(sq)
     if metric == "cosine":
         d = 0.5 * d * d  # 1 - cos(u, v) for unit vectors u, v
     return d
@@ -234,27 +257,48 @@ def knn_graph(
     """
     X = check_finite(X)
     n_neighbors = _check_graph_args(X.shape[0], n_neighbors, duplicates)
+    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
+        raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
     Z, scale = _exact_frame(X.astype(np.float64, copy=False), metric)
-    A = _knn_in_frame(Z, n_neighbors, metric, duplicates, block_size)
+    A = _knn_in_frame(Z, n_neighbors, metric, duplicates, int(block_size))
     if scale != 1.0:
         A.data *= scale  # exact: a power of two
     return A
 
 
+def _select(cand: np.ndarray, exact: np.ndarray, self_row: int, k_take: int, duplicates: Duplicates,
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k_take`` nearest of one row's candidates by (exact distance, index), and their distances."""
+    if duplicates == "connect":
+        exact = np.where(cand == self_row, np.inf, exact)
+    order = np.lexsort((cand, exact))[:k_take]
+    return cand[order], exact[order]
+
+
 def _knn_in_frame(Y: np.ndarray, n_neighbors: int, metric: Metric, duplicates: Duplicates,
                   block_size: int) -> sp.csr_matrix:
-    """:func:`knn_graph` of points already in their exact frame (see :func:`_exact_frame`), weights in it."""
-    n = Y.shape[0]
-    Yf = _search_frame(Y, metric)
-    sq = np.einsum("ij,ij->i", Yf, Yf)
+    """:func:`knn_graph` of points already in their exact frame (see :func:`_exact_frame`), weights in it.
+
+    The neighbours are exactly those of a brute-force search over exact float64 distances with ties resolved by
+    the lower index, found in three steps: a float32 search proposes ``k + 17`` candidates per row, which are
+    re-ranked by exact distances; a row is accepted when the float32 error bound proves that no point outside
+    its candidates can be as close as its k-th neighbour. The other rows (points packed much tighter than the
+    spread of the whole set, or many points tied at the k-th distance) are searched again in float64, and every
+    point that the float64 bound cannot rule out is re-ranked exactly.
+    """
+    n, d = Y.shape
+    S, r = _search_frame(Y, metric)
+    Sf = S.astype(np.float32)
+    sqf = np.einsum("ij,ij->i", Sf, Sf)
     k_take = n_neighbors + 1 if duplicates == "drop" else n_neighbors
     n_cand = min(n, k_take + 16)  # candidates from the fast float32 search, re-ranked exactly
-    rows_out, cols_out, vals_out = [], [], []
+    c32 = _sq_dist_tolerance(d, 2.0**-24)
+    nb_all = np.empty((n, k_take), dtype=np.int64)
+    dist_all = np.empty((n, k_take), dtype=np.float64)
+    unsure: list[np.ndarray] = []
     for start in range(0, n, block_size):
         rows = np.arange(start, min(start + block_size, n))
-        approx = sq[rows, None] + sq[None, :] - 2.0 * (Yf[rows] @ Yf.T)
-        if duplicates == "connect":
-            approx[np.arange(len(rows)), rows] = np.inf  # never yourself
+        approx = sqf[rows, None] + sqf[None, :] - 2.0 * (Sf[rows] @ Sf.T)
         if n_cand < n:
             cand = np.argpartition(approx, n_cand - 1, axis=1)[:, :n_cand]
         else:
@@ -264,25 +308,54 @@ def _knn_in_frame(Y: np.ndarray, n_neighbors: int, metric: Metric, duplicates: D
             exact[cand == rows[:, None]] = np.inf
         # order by (distance, index): ties resolved by the lower index, as pandas' nsmallest(keep="first")
         order = np.lexsort((cand, exact), axis=1)[:, :k_take]
-        nb = np.take_along_axis(cand, order, axis=1)
-        dist = np.take_along_axis(exact, order, axis=1)
-        keep = dist > 0 if duplicates == "drop" else np.isfinite(dist)
-        r = np.broadcast_to(rows[:, None], nb.shape)
-        rows_out.append(r[keep])
-        cols_out.append(nb[keep])
-        vals_out.append(dist[keep])
-    r = np.concatenate(rows_out)
-    c = np.concatenate(cols_out)
-    v = np.concatenate(vals_out)
+        nb_all[rows] = np.take_along_axis(cand, order, axis=1)
+        dist_all[rows] = np.take_along_axis(exact, order, axis=1)
+        if n_cand < n:
+            # an excluded point j has approx_j >= the largest candidate approx A; its true squared search
+            # distance D_j >= (A - 3 c |s_i|^2) / (1 + 2 c) (using |s_j|^2 <= 2 |s_i|^2 + 2 D_j)
+            a_bnd = np.take_along_axis(approx, cand, axis=1).max(axis=1).astype(np.float64)
+            kth = dist_all[rows, -1]
+            kth_sq = 2.0 * kth if metric == "cosine" else (kth / r) ** 2
+            lower = (a_bnd - 3.0 * c32 * sqf[rows]) / (1.0 + 2.0 * c32)
+            bad = ~(lower > kth_sq * (1.0 + 1e-12))
+            if bad.any():
+                unsure.append(rows[bad])
+    if unsure:
+        _knn_refine(Y, S, r, np.concatenate(unsure), k_take, metric, duplicates, nb_all, dist_all)
+    keep = dist_all > 0 if duplicates == "drop" else np.isfinite(dist_all)
+    r_idx = np.broadcast_to(np.arange(n)[:, None], nb_all.shape)[keep]
+    c_idx = nb_all[keep]
+    v = dist_all[keep]
     # union symmetrisation: an edge exists if either end lists the other; both directions carry d(i, j)
-    rr = np.concatenate([r, c])
-    cc = np.concatenate([c, r])
+    rr = np.concatenate([r_idx, c_idx])
+    cc = np.concatenate([c_idx, r_idx])
     vv = np.concatenate([v, v])
     key = rr * n + cc
     _, first = np.unique(key, return_index=True)
     A = sp.csr_matrix((vv[first], (rr[first], cc[first])), shape=(n, n))
     A.sort_indices()
     return A
+
+
+def _knn_refine(Y: np.ndarray, S: np.ndarray, r: float, rows: np.ndarray, k_take: int, metric: Metric,
+                duplicates: Duplicates, nb_all: np.ndarray, dist_all: np.ndarray, block_size: int = 256) -> None:
+    """Exact neighbours of ``rows`` (in place): a float64 search, then exact distances to every point that its
+    error bound cannot rule out (the points within the k-th smallest float64 value plus twice the bound)."""
+    n, d = S.shape
+    sq = np.einsum("ij,ij->i", S, S)
+    c64 = _sq_dist_tolerance(d, 2.0**-53)
+    kk = min(k_take + (duplicates == "connect"), n)
+    for start in range(0, len(rows), block_size):
+        blk = rows[start : start + block_size]
+        approx = sq[blk, None] + sq[None, :] - 2.0 * (S[blk] @ S.T)
+        kth_a = np.partition(approx, kk - 1, axis=1)[:, kk - 1]
+        # twice the first-order bound: no point beyond ``limit`` can be as close as the kk-th smallest
+        limit = kth_a + 4.0 * c64 * (3.0 * sq[blk] + 2.0 * np.abs(kth_a)) + 1e-300
+        for i, row in enumerate(blk):
+            cand = np.flatnonzero(approx[i] <= limit[i])
+            exact = _exact_distances(Y, np.array([row]), cand[None, :], metric)[0]
+            nb, dist = _select(cand, exact, int(row), k_take, duplicates)
+            nb_all[row], dist_all[row] = nb, dist
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -565,6 +638,10 @@ def graph_convexity(
         raise ValueError(f"labels must be 1-d with one label per row of X ({n}), got shape {np.shape(lab)}")
     max_paths = check_count(max_paths, "max_paths")
     seed = check_count(seed, "seed", minimum=0)
+    if not isinstance(baseline, (bool, np.bool_)):
+        raise ValueError(f"baseline must be True or False, got {baseline!r}")
+    if n_jobs != -1:
+        n_jobs = check_count(n_jobs, "n_jobs (or -1 for all cores)")
     codes, classes = encode_labels(lab)
     counts = np.bincount(codes, minlength=len(classes))
     skipped = [classes[c] for c in range(len(classes)) if counts[c] < 2]
@@ -577,6 +654,11 @@ def graph_convexity(
     # graph and direct distances in the exact frame: paths and ties as in X, weights divided by a power of two
     Y, _ = _exact_frame(X.astype(np.float64, copy=False), metric)
     graph = _knn_in_frame(Y, n_neighbors, metric, duplicates, 1024)
+    if graph.nnz == 0:
+        raise ValueError(
+            "the kNN graph has no edges: every point's neighbours are at distance 0 (identical points, or rows "
+            "that are all parallel under the cosine distance), and duplicates='drop' drops them; use a larger "
+            "n_neighbors or duplicates='connect'")
     _, comp = connected_components(graph, directed=False)
 
     pairs, scores, unreach = _convexity_of_codes(graph, Y, codes, comp, metric, max_paths, seed, n_jobs, progress)

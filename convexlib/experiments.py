@@ -24,7 +24,7 @@ from . import __version__
 from . import data as D
 from .alignment import odd_one_out_accuracy
 from .cache import array_checksum, cached_arrays
-from .convexity import graph_convexity
+from .convexity import ALGORITHM_VERSION, graph_convexity
 from .data.sets import ImageSet, TextSet
 from .features import extract, things_texts
 from .models import ModelSpec, get_spec
@@ -195,6 +195,7 @@ def convexity_per_layer(
             "seed": seed,
             "baseline": baseline,
             "version": __version__,
+            "algorithm": ALGORITHM_VERSION,
         }
 
         def compute(Xs=Xs):

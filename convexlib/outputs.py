@@ -131,7 +131,8 @@ class OutputWriter:
         self.data_checksums: dict[str, str] = {}
         self.add_data_files(data_files)
         self.written: list[Path] = []
-        self._claim_reset()
+        self._claimed = False  # earlier entries of this notebook are dropped at its first write, not before:
+        # a rerun that fails before writing anything leaves the manifest of the previous run intact
 
     # -- manifest ------------------------------------------------------------------------------------------------
     def _manifest_path(self) -> Path:
@@ -160,6 +161,9 @@ class OutputWriter:
                 self.data_checksums[str(p.resolve())] = file_sha256(p)
 
     def _record(self, path: Path, kind: str, extra: dict | None = None) -> None:
+        if not self._claimed:
+            self._claim_reset()
+            self._claimed = True
         rel = path.relative_to(self.dir).as_posix()
         m = self._load()
         owner = m["files"].get(rel, {}).get("notebook")

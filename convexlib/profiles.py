@@ -168,4 +168,43 @@ def resolve(
             raise ValueError(f"parameter {name} must be >= 1, got {getattr(cfg, name)}")
     if cfg.min_class_size < 2:
         raise ValueError(f"min_class_size must be >= 2, got {cfg.min_class_size}")
+    if cfg.seed < 0:
+        raise ValueError(f"seed must be >= 0 (NumPy seeds are non-negative), got {cfg.seed}")
     return cfg
+
+
+def check_notebook_values(values: dict[str, Any]) -> None:
+    """Check the values of the notebook-specific parameters present in ``values`` (the runner calls this before
+    anything runs; each notebook calls it on its own parameters too). Names not listed here are ignored.
+
+    ``pairing`` in {"2l", "2l-1"}; ``n_boot`` an int >= 0; ``num_threads`` an int >= 1; ``train_sources`` a
+    non-empty list from {"human", "vice"}; ``lambdas`` a non-empty list of distinct numbers >= 0; ``sources`` a
+    valid bring-your-own list (:func:`convexlib.byo.validate_sources`).
+
+    Raises
+    ------
+    ValueError naming the parameter and the allowed values.
+    """
+    def _int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if "pairing" in values and values["pairing"] not in ("2l", "2l-1"):
+        raise ValueError(f"pairing must be '2l' or '2l-1', got {values['pairing']!r}")
+    if "n_boot" in values and not (_int(values["n_boot"]) and values["n_boot"] >= 0):
+        raise ValueError(f"n_boot must be an int >= 0, got {values['n_boot']!r}")
+    if "num_threads" in values and not (_int(values["num_threads"]) and values["num_threads"] >= 1):
+        raise ValueError(f"num_threads must be an int >= 1, got {values['num_threads']!r}")
+    if "train_sources" in values:
+        ts = values["train_sources"]
+        if not isinstance(ts, list) or not ts or any(t not in ("human", "vice") for t in ts):
+            raise ValueError(f"train_sources must be a non-empty list from ['human', 'vice'], got {ts!r}")
+    if "lambdas" in values:
+        lam = values["lambdas"]
+        if (not isinstance(lam, list) or not lam or len(set(lam)) != len(lam)
+                or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 for v in lam)):
+            raise ValueError(f"lambdas must be a non-empty list of distinct numbers >= 0, got {lam!r}")
+    if "sources" in values:
+        from .byo import validate_sources
+
+        validate_sources(values["sources"])
+

@@ -156,6 +156,7 @@ def validate_parameters(notebooks: list[Notebook], params: dict[str, Any]) -> di
             )
     merged = {k: params.get(k, v) for k, v in known.items()}
     profiles.resolve(**{k: v for k, v in merged.items() if k in profiles.PARAMETERS})
+    profiles.check_notebook_values(merged)
     return {nb.name: {k: v for k, v in params.items() if k in nb.defaults} for nb in notebooks}
 
 
@@ -200,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m convexlib.runner", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default=None, help="offline (default), paper or tiny")
-    ap.add_argument("--only", nargs="*", help="run only notebooks whose name starts with these (e.g. 01 02)")
+    ap.add_argument("--only", nargs="+", help="run only notebooks whose name starts with these (e.g. 01 02)")
     ap.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
                     help="set a notebook parameter (Python literal or string); repeatable")
     ap.add_argument("--data-root", help="data root (else $CONVEXLIB_DATA)")

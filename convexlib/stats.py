@@ -16,6 +16,8 @@ from typing import Literal, Sequence
 import numpy as np
 import pandas as pd
 
+from .alignment import power_of_two_below
+
 Pairing = Literal["2l", "2l-1"]
 
 __all__ = [
@@ -98,8 +100,15 @@ def pearson(
     n = len(x)
     if n < MIN_POINTS:
         return Correlation(None, None, None, n, f"needs at least {MIN_POINTS} points, got {n}")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
+        raise ValueError(f"n_boot must be an int >= 0, got {n_boot!r}")
+    if not 0 < ci < 1:
+        raise ValueError(f"ci must be a coverage in (0, 1), e.g. 0.95, got {ci!r}")
     if np.ptp(x) == 0 or np.ptp(y) == 0:
         return Correlation(None, None, None, n, "an input is constant")
+    # r does not depend on the units; a power of two keeps products of 1e200 from overflowing, exactly
+    x = x / power_of_two_below(float(np.abs(x).max()))
+    y = y / power_of_two_below(float(np.abs(y).max()))
     r = _pearson_r(x, y)
     lo = hi = None
     if n_boot > 0:
@@ -162,6 +171,10 @@ def paired_bootstrap_ci(
         raise ValueError(f"before and after must be non-empty and of equal length, got {a.shape}, {b.shape}")
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         raise ValueError("before and after must be finite")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
+        raise ValueError(f"n_boot must be an int >= 1, got {n_boot!r}")
+    if not 0 < ci < 1:
+        raise ValueError(f"ci must be a coverage in (0, 1), e.g. 0.95, got {ci!r}")
     d = b - a
     rng = np.random.default_rng(seed)
     if groups is None:
@@ -172,6 +185,8 @@ def paired_bootstrap_ci(
         g = np.asarray(groups)
         if g.shape != d.shape:
             raise ValueError("groups must have one entry per pair")
+        if pd.isna(g).any():
+            raise ValueError("groups must not contain missing values (None/NaN)")
         parts = [d[g == k] for k in pd.unique(g)]
         delta = float(np.mean([p.mean() for p in parts]))
         boots = np.zeros(n_boot)
@@ -188,6 +203,8 @@ def mean_std(values: Sequence[float] | np.ndarray) -> tuple[float, float]:
     v = np.asarray(values, dtype=np.float64)
     if v.size < 2:
         raise ValueError("mean ± sample std needs at least 2 values")
+    if not np.isfinite(v).all():
+        raise ValueError(f"mean ± sample std needs finite values, got {v.tolist()}")
     return float(v.mean()), float(v.std(ddof=1))
 
 

@@ -57,7 +57,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .alignment import check_finite, odd_one_out_accuracy, validate_triplets
-from .cache import array_checksum, entry_path, key_digest, load_arrays, save_arrays
+from .cache import array_checksum, entry_path, key_digest, load_arrays, open_npz, save_arrays
 from .errors import CacheError, DataNotFoundError
 from .paths import data_root as _resolve_data_root
 
@@ -207,7 +207,7 @@ class AffineTransform:
         path = Path(path)
         if not path.is_file():
             raise DataNotFoundError(f"transform file {path} does not exist")
-        with np.load(path, allow_pickle=False) as npz:
+        with open_npz(path, "a transform .npz file (weights, mean, std)") as npz:
             keys = set(npz.files)
             missing = {"weights", "mean", "std"} - keys
             if missing:
@@ -218,6 +218,8 @@ class AffineTransform:
                     meta = json.loads(str(npz["meta"]))
                 except json.JSONDecodeError as exc:
                     raise ValueError(f"{path}: the 'meta' entry is not valid JSON") from exc
+                if not isinstance(meta, dict):
+                    raise ValueError(f"{path}: the 'meta' entry must be a JSON object, got {type(meta).__name__}")
             meta.setdefault("source_file", str(path))
             return cls(
                 weights=npz["weights"],
@@ -301,6 +303,8 @@ def _resolve_device(device: str | torch.device) -> torch.device:
         return device
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not isinstance(device, str) or not (device in ("cpu", "cuda") or device.startswith("cuda:")):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device='cuda' requested but CUDA is not available; use device='cpu' or 'auto'")
@@ -350,10 +354,15 @@ def _mean_ce(
 
 
 def _parse_epochs(epochs: int | tuple[int, int]) -> tuple[int, int]:
-    if isinstance(epochs, (int, np.integer)):
+    def whole(v: object) -> bool:
+        return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+    if whole(epochs):
         lo = hi = int(epochs)
-    else:
+    elif isinstance(epochs, (tuple, list)) and len(epochs) == 2 and all(whole(e) for e in epochs):
         lo, hi = (int(e) for e in epochs)
+    else:
+        raise ValueError(f"epochs must be an int or a (min, max) pair of ints, got {epochs!r}")
     if not (1 <= lo <= hi):
         raise ValueError(f"epochs must be (min, max) with 1 <= min <= max, got {epochs!r}")
     return lo, hi
@@ -427,8 +436,15 @@ def fit_transform(
     tr = validate_triplets(train_triplets, n, name="train_triplets")
     va = None if val_triplets is None else validate_triplets(val_triplets, n, name="val_triplets")
     min_ep, max_ep = _parse_epochs(epochs)
-    if not (np.isfinite(lam) and lam >= 0):
-        raise ValueError(f"lam must be a finite number >= 0, got {lam}")
+    number = (int, float, np.integer, np.floating)
+    if isinstance(lam, bool) or not isinstance(lam, number) or not (np.isfinite(lam) and lam >= 0):
+        raise ValueError(f"lam must be a finite number >= 0, got {lam!r}")
+    for name, v in (("batch_size", batch_size), ("patience", patience), ("seed", seed)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < (0 if name == "seed" else 1):
+            raise ValueError(f"{name} must be an integer >= {0 if name == 'seed' else 1}, got {v!r}")
+    if grad_clip is not None and (isinstance(grad_clip, bool) or not isinstance(grad_clip, number)
+                                  or not grad_clip > 0):
+        raise ValueError(f"grad_clip must be a number > 0 or None, got {grad_clip!r}")
     if reg not in ("l2", "l2_squared", "eye"):
         raise ValueError(f"reg must be 'l2', 'l2_squared' or 'eye', got {reg!r}")
     if batch_size < 1 or lr <= 0 or patience < 1 or min_delta < 0 or temperature <= 0:
@@ -628,7 +644,12 @@ def split_triplets(
         Rows in their original order.
     """
     t = validate_triplets(triplets, n_items)
-    items = np.asarray(train_items, dtype=np.int64).ravel()
+    raw = np.asarray(train_items).ravel()
+    if raw.size and (not np.issubdtype(raw.dtype, np.integer) or raw.min() < 0
+                     or (n_items is not None and raw.max() >= n_items)):
+        raise ValueError(f"train_items must be item indices (integers in [0, {n_items or 'n_items'})), "
+                         f"got dtype {raw.dtype} with range [{raw.min()}, {raw.max()}]")
+    items = raw.astype(np.int64)
     size = int(max(t.max(), items.max() if items.size else -1)) + 1
     member = np.zeros(size, dtype=bool)
     member[items] = True

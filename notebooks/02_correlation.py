@@ -38,13 +38,12 @@ seed = 42
 import pandas as pd
 
 from convexlib import experiments as E
-from convexlib import stats
+from convexlib import profiles, stats
 from convexlib.outputs import OutputWriter
 from convexlib.paths import figures_dir, repo_root
 from convexlib.plotting import fig2c, fig_a1, model_colours
 
-if pairing not in ("2l", "2l-1"):
-    raise ValueError(f"pairing must be '2l' or '2l-1', got {pairing!r}")
+profiles.check_notebook_values({"pairing": pairing, "n_boot": n_boot})
 src = figures_dir(profile) / "layerwise.csv"
 if not src.exists():
     raise FileNotFoundError(f"{src} is missing: run notebook 01_layerwise with profile={profile!r} first")

@@ -59,11 +59,7 @@ from convexlib.outputs import OutputWriter
 from convexlib.plotting import transform_deltas
 
 cfg = profiles.from_namespace(globals())  # validates every parameter, fills profile defaults
-bad = [s for s in train_sources if s not in ("human", "vice")]
-if bad:
-    raise ValueError(f"train_sources may hold 'human' and 'vice', got {bad}")
-if not lambdas or any(not isinstance(v, (int, float)) or v < 0 for v in lambdas):
-    raise ValueError(f"lambdas must be a non-empty list of non-negative numbers, got {lambdas!r}")
+profiles.check_notebook_values({"train_sources": train_sources, "lambdas": lambdas})
 out = OutputWriter(cfg.profile, "03_transform", {**cfg.as_dict(), "train_sources": train_sources,
                                                  "lambdas": lambdas})
 out.data_checksums.update(E.data_provenance(cfg))

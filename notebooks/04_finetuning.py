@@ -50,8 +50,7 @@ from convexlib.paths import figures_dir
 from convexlib.plotting import fig2_panels
 
 cfg = profiles.from_namespace(globals())  # validates every parameter, fills profile defaults
-if num_threads < 1:
-    raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+profiles.check_notebook_values({"num_threads": num_threads})
 out = OutputWriter(cfg.profile, "04_finetuning", {**cfg.as_dict(), "num_threads": num_threads})
 out.data_checksums.update(E.data_provenance(cfg, ["minilm"]) if cfg.profile != "paper" else {})
 

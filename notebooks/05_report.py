@@ -58,6 +58,7 @@ if main is None:
 transform_all = report.load_if_exists(here / "transform_all.csv")
 t2 = report.load_if_exists(here / "table2.csv")
 ft = report.load_if_exists(here / "finetune_layerwise.csv")
+profiles.check_notebook_values({"n_boot": n_boot})
 out = OutputWriter(cfg.profile, "05_report", {**cfg.as_dict(), "n_boot": n_boot})
 out.data_checksums.update(E.data_provenance(cfg))
 print("inputs:", {k: v is not None for k, v in

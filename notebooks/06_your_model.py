@@ -56,8 +56,7 @@ from convexlib.outputs import OutputWriter
 from convexlib.plotting import fig2_panels, fig2c, fig_a1, model_colours
 
 cfg = profiles.from_namespace(globals())  # validates every parameter, fills profile defaults
-if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 0:
-    raise ValueError(f"n_boot must be an int >= 0, got {n_boot!r}")
+profiles.check_notebook_values({"n_boot": n_boot})
 srcs = B.validate_sources(sources)
 if not srcs:
     print(f"sources is empty: running the worked example of the {cfg.profile!r} profile")

@@ -136,8 +136,8 @@ def test_load_labels_formats(tmp_path):
     assert B.load_labels(tmp_path / "c.tsv").tolist() == ["NA", None]  # only empty means missing
     np.save(tmp_path / "d.npy", np.array([1.0, np.nan, 3.0]))
     assert B.load_labels(tmp_path / "d.npy").tolist() == ["1", None, "3"]
-    np.save(tmp_path / "e.npy", np.array(["x", None, ""], dtype=object))
-    assert B.load_labels(tmp_path / "e.npy").tolist() == ["x", None, None]
+    np.save(tmp_path / "e.npy", np.array(["x", "", " y "]))
+    assert B.load_labels(tmp_path / "e.npy").tolist() == ["x", None, "y"]
     np.save(tmp_path / "f.npy", np.array([2, 0, 2]))
     assert B.load_labels(tmp_path / "f.npy").tolist() == ["2", "0", "2"]
 
@@ -154,6 +154,13 @@ def test_load_labels_errors(tmp_path):
     np.save(tmp_path / "c.npy", np.zeros((2, 2)))
     with pytest.raises(ValueError, match="must be 1-d"):
         B.load_labels(tmp_path / "c.npy")
+    # a pickled object array is refused (unpickling can run code), with the way to save labels instead
+    np.save(tmp_path / "obj.npy", np.array(["x", None], dtype=object))
+    with pytest.raises(ValueError, match="not loaded because unpickling can run code"):
+        B.load_labels(tmp_path / "obj.npy")
+    (tmp_path / "empty.npy").write_bytes(b"")
+    with pytest.raises(ValueError, match="empty.npy"):
+        B.load_labels(tmp_path / "empty.npy")
     (tmp_path / "d.json").write_text("[]")
     with pytest.raises(ValueError, match=r"\.npy, \.csv, \.tsv or \.txt"):
         B.load_labels(tmp_path / "d.json")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from convexlib.convexity import graph_convexity, knn_graph, sample_pairs
@@ -228,11 +229,66 @@ def test_parallel_equals_serial():
         (np.zeros((6, 0)), [0, 0, 0, 1, 1, 1], {"n_neighbors": 2}, "no features"),
         (np.arange(12.0).reshape(6, 2), ["a", "a", "b", "b", None, None], {"n_neighbors": 2}, "missing"),
         (np.arange(12.0).reshape(6, 2), [0.0, 0.0, 1.0, 1.0, np.nan, np.nan], {"n_neighbors": 2}, "missing"),
+        (np.arange(12.0).reshape(6, 2), pd.Series([1, 1, 2, 2, None, None], dtype="Int64"), {"n_neighbors": 2},
+         "missing"),
+        (np.arange(12.0).reshape(6, 2), pd.Series(["a", "a", "b", "b", None, "b"], dtype="string"),
+         {"n_neighbors": 2}, "missing"),
         (np.arange(12.0).reshape(6, 2), [0, 0, 0, 1, 1, 1], {"n_neighbors": True}, "n_neighbors"),
         (np.arange(12.0).reshape(6, 2), [0, 0, 0, 1, 1, 1], {"n_neighbors": 2, "seed": -1}, "seed"),
         (np.arange(12.0).reshape(6, 2), [0, 0, 0, 1, 1, 1], {"n_neighbors": 2, "max_paths": 2.5}, "max_paths"),
+        (np.arange(12.0).reshape(6, 2), [0, 0, 0, 1, 1, 1], {"n_neighbors": 2, "baseline": "no"}, "baseline"),
+        (np.outer(np.arange(1.0, 7.0), [1.0, 2.0]), [0, 0, 0, 1, 1, 1], {"n_neighbors": 2, "metric": "cosine"},
+         "no edges"),
+        (np.arange(12.0).reshape(6, 2), [0, 0, 0, 1, 1, 1], {"n_neighbors": 2, "n_jobs": 0}, "n_jobs"),
+        (np.arange(12.0).reshape(6, 2), [0, 0, 0, 1, 1, 1], {"n_neighbors": 2, "n_jobs": 1.5}, "n_jobs"),
     ],
 )
 def test_bad_input_raises(X, labels, kwargs, match):
     with pytest.raises(ValueError, match=match):
         graph_convexity(X, labels, **kwargs)
+
+
+def _brute_force_edges(X, k, metric="euclidean", duplicates="drop"):
+    """Edges of the union kNN graph from all pairwise distances by differences, ties to the lower index."""
+    X = np.asarray(X, dtype=np.float64)
+    if metric == "cosine":
+        X = X / np.linalg.norm(X, axis=1)[:, None]
+    D = np.sqrt(((X[:, None, :] - X[None, :, :]) ** 2).sum(-1))
+    if metric == "cosine":
+        D = 0.5 * D * D
+    n = len(X)
+    k_take = k + 1 if duplicates == "drop" else k
+    edges = set()
+    for i in range(n):
+        d = D[i].copy()
+        if duplicates == "connect":
+            d[i] = np.inf
+        for j in np.lexsort((np.arange(n), d))[:k_take]:
+            if (d[j] > 0) if duplicates == "drop" else np.isfinite(d[j]):
+                edges.add((min(i, j), max(i, j)))
+    return edges
+
+
+def _edges(A):
+    A = A.tocoo()
+    return {(min(i, j), max(i, j)) for i, j in zip(A.row.tolist(), A.col.tolist())}
+
+
+@pytest.mark.parametrize("case", ["tight clusters", "binary ties", "binary ties connect", "cosine tight"])
+def test_knn_graph_equals_brute_force_where_float32_cannot_tell(case):
+    # clusters 1e4 times tighter than the whole set sit at the float32 resolution of the search; more than 16
+    # points tie at the k-th distance on binary data: both need the exact fallback to match brute force
+    rng = np.random.default_rng(3)
+    kw = {}
+    if case == "tight clusters":
+        e, s = np.r_[1.0, np.zeros(7)], 1e-4
+        X = np.r_[rng.normal(size=(60, 8)) * s / 2 - s * e, rng.normal(size=(60, 8)) * s / 2 + s * e,
+                  rng.normal(size=(60, 8)) + 10 * e]
+    elif case.startswith("binary"):
+        X = rng.integers(0, 2, (200, 6)).astype(float)
+        if case.endswith("connect"):
+            kw["duplicates"] = "connect"
+    else:
+        X = rng.normal(size=(150, 5)) * 1e-5 + np.r_[1.0, 0, 0, 0, 0]
+        kw["metric"] = "cosine"
+    assert _edges(knn_graph(X, 10, **kw)) == _brute_force_edges(X, 10, **kw)

@@ -64,6 +64,13 @@ def test_validation_errors(tmp_path):
         runner.validate_parameters(nbs, {"models": ["no-such-model"]})
     with pytest.raises(ValueError, match="max_paths must be >= 1"):
         runner.validate_parameters(nbs, {"max_paths": 0})
+    # values of shared and notebook-specific parameters are checked before any notebook runs
+    for bad, match in [({"seed": -1}, "seed must be >= 0"), ({"pairing": "bogus"}, "pairing must be"),
+                       ({"n_boot": -5}, "n_boot must be"), ({"train_sources": ["humans"]}, "train_sources"),
+                       ({"lambdas": [0.1, -1.0]}, "lambdas"), ({"lambdas": []}, "lambdas"),
+                       ({"num_threads": 0}, "num_threads"), ({"sources": [{}]}, "source")]:
+        with pytest.raises(ValueError, match=match):
+            runner.validate_parameters(nbs, bad)
     ok = runner.validate_parameters(nbs, {"profile": "tiny", "seed": 1})
     assert all(v.get("profile") == "tiny" for v in ok.values())
 
@@ -74,6 +81,8 @@ def test_main_reports_errors_with_exit_code(capsys):
     assert runner.main(["-p", "seed"]) == 2
     assert "NAME=VALUE" in capsys.readouterr().err
     assert runner.main(["--only", "99"]) == 2
+    with pytest.raises(SystemExit):  # --only needs at least one name
+        runner.main(["--only"])
 
 
 def test_parse_value():

@@ -94,3 +94,17 @@ def test_per_model_correlation_beit_row_of_table_a7():
     assert per["BEiT finetuned base"].r == pytest.approx(0.70, abs=0.02)
     assert per["BEiT finetuned large"].r == pytest.approx(0.46, abs=0.02)
     assert per["BEiT pretrained large"].r == pytest.approx(0.98, abs=0.02)
+
+
+def test_pearson_is_unit_free_and_checks_its_options():
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=30), rng.normal(size=30)
+    base = stats.pearson(x + 0.5 * y, y, n_boot=200, seed=1)
+    for f in (1e200, 1e-200):
+        big = stats.pearson((x + 0.5 * y) * f, y * f, n_boot=200, seed=1)
+        assert big.r == pytest.approx(base.r, abs=1e-12)
+        assert big.ci_low == pytest.approx(base.ci_low, abs=1e-9) and big.ci_high == pytest.approx(base.ci_high, abs=1e-9)
+    with pytest.raises(ValueError, match="ci must be"):
+        stats.pearson(x, y, ci=95)
+    with pytest.raises(ValueError, match="n_boot"):
+        stats.pearson(x, y, n_boot=2.5)

@@ -380,3 +380,34 @@ def test_concurrent_fits_equal_serial_fits():
         np.testing.assert_array_equal(threaded.val_loss[lam], serial.val_loss[lam])
     with pytest.raises(ValueError, match="n_jobs"):
         cross_validate(X, t, n_jobs=0, **kw)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"lam": "a"}, "lam"), ({"lam": None}, "lam"), ({"batch_size": 2.5}, "batch_size"),
+    ({"batch_size": True}, "batch_size"), ({"epochs": 2.7}, "epochs"), ({"epochs": "3"}, "epochs"),
+    ({"seed": 1.5}, "seed"), ({"grad_clip": -1.0}, "grad_clip"), ({"device": "tpu"}, "device"),
+])
+def test_fit_transform_rejects_bad_settings_by_name(kwargs, match):
+    _, _, X, t = _latent_problem(n=30, p=2, n_triplets=200)
+    with pytest.raises(ValueError, match=match):
+        fit_transform(X, t, None, **{"epochs": (1, 1), **kwargs})
+
+
+def test_split_triplets_rejects_items_that_are_not_indices():
+    t = np.array([[0, 1, 2], [3, 4, 5]])
+    with pytest.raises(ValueError, match="train_items"):
+        split_triplets(t, [-1], 6)
+    with pytest.raises(ValueError, match="train_items"):
+        split_triplets(t, [1.7], 6)
+
+
+def test_load_reports_broken_files_by_name(tmp_path):
+    (tmp_path / "junk.npz").write_bytes(b"not a zip file at all")
+    with pytest.raises(ValueError, match="junk.npz: cannot be read as a transform"):
+        AffineTransform.load(tmp_path / "junk.npz")
+    np.save(tmp_path / "array.npy", np.eye(2))
+    with pytest.raises(ValueError, match="single .npy array"):
+        AffineTransform.load(tmp_path / "array.npy")
+    np.savez(tmp_path / "meta.npz", weights=np.eye(2), mean=np.zeros(1), std=np.ones(1), meta=np.asarray("[1, 2]"))
+    with pytest.raises(ValueError, match="JSON object"):
+        AffineTransform.load(tmp_path / "meta.npz")
