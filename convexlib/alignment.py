@@ -54,6 +54,19 @@ def check_finite(X: np.ndarray, name: str = "X") -> np.ndarray:
     return arr
 
 
+def check_count(value: object, name: str, minimum: int = 1) -> int:
+    """``value`` as an int if it is an integer (not a bool) of at least ``minimum``; else ``ValueError``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_jobs(n_jobs: object) -> int:
+    """A worker count: -1 (one per core) or an integer >= 1; else ``ValueError``."""
+    return -1 if n_jobs == -1 and not isinstance(n_jobs, (bool, np.bool_)) else check_count(
+        n_jobs, "n_jobs (or -1 for all cores)")
+
+
 def power_of_two_below(x: float) -> float:
     """The power of two ``s`` with ``x / s`` in [1, 2), for ``x > 0`` (1.0 otherwise).
 
@@ -133,9 +146,9 @@ def standardize(
         raise ValueError(f"reference must have shape (m, {X.shape[1]}), got {ref.shape}")
     mu = ref.mean(axis=0) if center else np.zeros(X.shape[1])
     out = X - mu
-    # spreads computed on (ref - mu) / peak and scaled back: no overflow of squares at 1e200, no underflow at 1e-200
-    peak = float(np.abs(ref - mu).max()) if ref.size else 0.0
-    peak = peak if peak > 0 else 1.0
+    # spreads computed on (ref - mu) / peak and scaled back, peak a power of two (exact): no overflow of squares at
+    # 1e200, no underflow at 1e-200
+    peak = power_of_two_below(float(np.abs(ref - mu).max()) if ref.size else 0.0)
     if scale == "scalar":
         s = peak * float(((ref - mu) / peak).std())
         if s > 0:

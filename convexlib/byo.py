@@ -44,9 +44,9 @@ import pandas as pd
 from . import experiments as E
 from . import stats
 from .data.sets import ImageSet, TextSet
+from .alignment import check_count
 from .cache import open_npz
-from .convexity import check_count
-from .convexity import missing_labels as none_or_nan
+from .convexity import missing_labels as missing_values
 
 PathLike = str | os.PathLike
 
@@ -211,7 +211,7 @@ def missing_labels(labels: Sequence | np.ndarray) -> np.ndarray:
     arr = np.asarray(labels, dtype=object)
     blank = np.fromiter((isinstance(v, (str, bytes)) and not v.strip() for v in arr.tolist()), dtype=bool,
                         count=len(arr))
-    return none_or_nan(arr) | blank
+    return missing_values(arr) | blank
 
 
 def _normalise_labels(raw: np.ndarray, where: str) -> np.ndarray:

@@ -58,7 +58,6 @@ _META = "__meta__"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-
 def open_npz(path: str | os.PathLike, what: str = "an .npz archive") -> np.lib.npyio.NpzFile:
     """``np.load`` of an ``.npz`` archive without pickles; a file that is not one raises a ``ValueError`` that
     names it and says what was expected (``what``), instead of numpy's or zipfile's own error."""

@@ -47,7 +47,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components, dijkstra
 
-from .alignment import check_finite, power_of_two_below
+from .alignment import check_count, check_finite, check_jobs, power_of_two_below
 
 Metric = Literal["euclidean", "cosine"]
 Duplicates = Literal["drop", "connect"]
@@ -55,6 +55,7 @@ Duplicates = Literal["drop", "connect"]
 # Bumped whenever graph_convexity can return other numbers for the same input (cache keys include it):
 # 2 = exact kNN graph (certified float32 search with an exact fallback).
 ALGORITHM_VERSION = 2
+_BLOCK_SIZE = 1024  # rows per block of the neighbour search
 
 __all__ = ["ConvexityResult", "knn_graph", "graph_convexity", "encode_labels", "missing_labels", "sample_pairs"]
 
@@ -62,13 +63,6 @@ __all__ = ["ConvexityResult", "knn_graph", "graph_convexity", "encode_labels", "
 # --------------------------------------------------------------------------------------------------------------
 # labels and pairs
 # --------------------------------------------------------------------------------------------------------------
-
-
-def check_count(value: object, name: str, minimum: int = 1) -> int:
-    """``value`` as an int if it is an integer (not a bool) of at least ``minimum``; else ``ValueError``."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def missing_labels(labels: Sequence[Hashable] | np.ndarray) -> np.ndarray:
@@ -233,7 +227,7 @@ def knn_graph(
     *,
     metric: Metric = "euclidean",
     duplicates: Duplicates = "drop",
-    block_size: int = 1024,
+    block_size: int = _BLOCK_SIZE,
 ) -> sp.csr_matrix:
     """Union-symmetrised kNN graph with distance weights, as a sparse matrix.
 
@@ -257,10 +251,9 @@ def knn_graph(
     """
     X = check_finite(X)
     n_neighbors = _check_graph_args(X.shape[0], n_neighbors, duplicates)
-    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
-        raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
+    block_size = check_count(block_size, "block_size")
     Z, scale = _exact_frame(X.astype(np.float64, copy=False), metric)
-    A = _knn_in_frame(Z, n_neighbors, metric, duplicates, int(block_size))
+    A = _knn_in_frame(Z, n_neighbors, metric, duplicates, block_size)
     if scale != 1.0:
         A.data *= scale  # exact: a power of two
     return A
@@ -640,8 +633,7 @@ def graph_convexity(
     seed = check_count(seed, "seed", minimum=0)
     if not isinstance(baseline, (bool, np.bool_)):
         raise ValueError(f"baseline must be True or False, got {baseline!r}")
-    if n_jobs != -1:
-        n_jobs = check_count(n_jobs, "n_jobs (or -1 for all cores)")
+    n_jobs = check_jobs(n_jobs)
     codes, classes = encode_labels(lab)
     counts = np.bincount(codes, minlength=len(classes))
     skipped = [classes[c] for c in range(len(classes)) if counts[c] < 2]
@@ -653,7 +645,7 @@ def graph_convexity(
     n_neighbors = _check_graph_args(n, n_neighbors, duplicates)
     # graph and direct distances in the exact frame: paths and ties as in X, weights divided by a power of two
     Y, _ = _exact_frame(X.astype(np.float64, copy=False), metric)
-    graph = _knn_in_frame(Y, n_neighbors, metric, duplicates, 1024)
+    graph = _knn_in_frame(Y, n_neighbors, metric, duplicates, _BLOCK_SIZE)
     if graph.nnz == 0:
         raise ValueError(
             "the kNN graph has no edges: every point's neighbours are at distance 0 (identical points, or rows "

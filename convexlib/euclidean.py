@@ -72,7 +72,8 @@ from tqdm.auto import tqdm
 from . import __version__
 from . import models as _models
 from .cache import array_checksum, cached_arrays
-from .convexity import check_count, encode_labels
+from .alignment import check_count
+from .convexity import encode_labels
 from .data.sets import ImageDataset, ImageSet
 from .models import LoadedModel, ModelSpec
 

@@ -70,8 +70,8 @@ from tqdm.auto import tqdm
 from . import __version__
 from . import data as D
 from . import models as _models
+from .alignment import check_count
 from .cache import canonical_json, key_digest
-from .convexity import check_count
 from .data import layout
 from .features import things_texts
 from .models import LoadedModel, ModelSpec

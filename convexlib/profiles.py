@@ -185,15 +185,14 @@ def check_notebook_values(values: dict[str, Any]) -> None:
     ------
     ValueError naming the parameter and the allowed values.
     """
-    def _int(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
+    from .alignment import check_count
 
     if "pairing" in values and values["pairing"] not in ("2l", "2l-1"):
         raise ValueError(f"pairing must be '2l' or '2l-1', got {values['pairing']!r}")
-    if "n_boot" in values and not (_int(values["n_boot"]) and values["n_boot"] >= 0):
-        raise ValueError(f"n_boot must be an int >= 0, got {values['n_boot']!r}")
-    if "num_threads" in values and not (_int(values["num_threads"]) and values["num_threads"] >= 1):
-        raise ValueError(f"num_threads must be an int >= 1, got {values['num_threads']!r}")
+    if "n_boot" in values:
+        check_count(values["n_boot"], "n_boot", 0)
+    if "num_threads" in values:
+        check_count(values["num_threads"], "num_threads", 1)
     if "train_sources" in values:
         ts = values["train_sources"]
         if not isinstance(ts, list) or not ts or any(t not in ("human", "vice") for t in ts):

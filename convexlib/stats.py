@@ -16,7 +16,7 @@ from typing import Literal, Sequence
 import numpy as np
 import pandas as pd
 
-from .alignment import power_of_two_below
+from .alignment import check_count, power_of_two_below
 
 Pairing = Literal["2l", "2l-1"]
 
@@ -100,8 +100,7 @@ def pearson(
     n = len(x)
     if n < MIN_POINTS:
         return Correlation(None, None, None, n, f"needs at least {MIN_POINTS} points, got {n}")
-    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
-        raise ValueError(f"n_boot must be an int >= 0, got {n_boot!r}")
+    n_boot = check_count(n_boot, "n_boot", 0)
     if not 0 < ci < 1:
         raise ValueError(f"ci must be a coverage in (0, 1), e.g. 0.95, got {ci!r}")
     if np.ptp(x) == 0 or np.ptp(y) == 0:
@@ -171,8 +170,7 @@ def paired_bootstrap_ci(
         raise ValueError(f"before and after must be non-empty and of equal length, got {a.shape}, {b.shape}")
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         raise ValueError("before and after must be finite")
-    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
-        raise ValueError(f"n_boot must be an int >= 1, got {n_boot!r}")
+    n_boot = check_count(n_boot, "n_boot", 1)
     if not 0 < ci < 1:
         raise ValueError(f"ci must be a coverage in (0, 1), e.g. 0.95, got {ci!r}")
     d = b - a

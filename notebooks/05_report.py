@@ -94,7 +94,8 @@ shown = spread.rename(columns={"mean": "value"}).copy()
 sem = shown[shown["metric"] == "convexity"].assign(metric="convexity_sem", value=lambda d: d["std"])
 plot_df = pd.concat([shown[shown["metric"].isin(["convexity", "oooa", "convexity_baseline"])], sem])
 plot_df["seed"] = -1
-fig = fig2_panels(plot_df, ceilings=E.noise_ceilings(cfg), n_classes=E.class_counts(cfg))
+n_classes = E.class_counts(cfg)  # classes per convexity set, for the 1/C line and the baselines table
+fig = fig2_panels(plot_df, ceilings=E.noise_ceilings(cfg), n_classes=n_classes)
 fig.suptitle(f"Mean over {len(seeds)} seeds; error bars: std over seeds", y=1.03)
 out.figure(fig, "report_seeds")
 spread.groupby(["model", "dataset", "metric"])["std"].max().round(3)
@@ -125,7 +126,6 @@ claims[["claim", "status", "evidence"]]
 
 # %%
 models_match = all(m in report.PAPER_LABELS for m in cfg.models)
-n_classes = E.class_counts(cfg)
 baselines = {ds: (float(g["value"].mean()), n_classes.get(ds))
              for ds, g in main[main["metric"] == "convexity_baseline"].groupby("dataset")}
 ttabs = E.transform_tables(trows) if trows is not None else None
