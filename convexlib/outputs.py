@@ -26,14 +26,16 @@ MANIFEST = "manifest.json"
 
 
 def git_commit() -> str:
-    """The current git commit of the repository (with ``+dirty`` when the tree has changes), or "unknown"."""
+    """The current git commit of the repository (with ``+dirty`` when tracked files outside ``figures/`` have
+    changes: the outputs themselves, rewritten by the run, do not make the code dirty), or "unknown"."""
     root = repo_root()
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True,
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)figures"], cwd=root,
+            capture_output=True, text=True,
             timeout=10,
         ).stdout.strip()
         return commit + ("+dirty" if dirty else "")
